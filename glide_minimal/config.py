@@ -1,0 +1,242 @@
+"""Configs: small dataclasses loaded from YAML, with errors that name the bad key and the valid choices.
+
+A config file may start from another with `inherit: <name>` and override only what differs, so a
+`*-gpu` config reads as "the tutorial one, but bigger". Every config lives in `glide_minimal/configs/`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass
+class UNetConfig:
+    """The ADM U-Net of Dhariwal & Nichol (2021), as GLIDE uses it."""
+
+    image_size: int = 16
+    in_channels: int = 3  # channels of x_t (extra conditioning channels are added by the model)
+    out_channels: int = 3  # channels of eps; doubled when learn_sigma
+    model_channels: int = 64
+    channel_mult: tuple[int, ...] = (1, 2, 2)
+    num_res_blocks: int = 2
+    attention_resolutions: tuple[int, ...] = (8,)  # feature-map sizes (px) that get self-attention
+    num_head_channels: int = 32
+    dropout: float = 0.0
+    use_scale_shift_norm: bool = True
+    resblock_updown: bool = True
+    learn_sigma: bool = False
+    num_classes: int = 0  # > 0: class-conditional, with one extra "null" label for classifier-free guidance
+
+
+@dataclass
+class DiffusionConfig:
+    num_timesteps: int = 1000
+    noise_schedule: str = "linear"  # linear | squaredcos_cap_v2
+    model_var_type: str = "fixed_small"  # fixed_small | fixed_large | learned_range
+    loss_type: str = "mse"  # mse (L_simple) | hybrid (L_simple + L_vlb)
+    sample_respacing: str = "100"  # default respacing at sampling time
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "digits"  # digits
+    image_size: int = 16
+    p_uncond: float = 0.0  # probability that a label is replaced by the null label (classifier-free guidance)
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 64
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    max_steps: int = 2000
+    ema_rate: float = 0.999
+    grad_clip: float = 1.0
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (auto: fp32 on CPU, bf16 on GPU)
+    log_every: int = 50
+    ckpt_every: int = 500
+    seed: int = 0
+
+
+@dataclass
+class Config:
+    name: str
+    description: str = ""
+    model: UNetConfig = field(default_factory=UNetConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+CHOICES = {
+    "diffusion.noise_schedule": ("linear", "squaredcos_cap_v2"),
+    "diffusion.model_var_type": ("fixed_small", "fixed_large", "learned_range"),
+    "diffusion.loss_type": ("mse", "hybrid"),
+    "data.dataset": ("digits",),
+    "train.precision": ("auto", "fp32", "bf16", "fp16"),
+}
+SECTIONS = {"model": UNetConfig, "diffusion": DiffusionConfig, "data": DataConfig, "train": TrainConfig}
+
+
+def available_configs() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def _read_yaml(name: str) -> dict[str, Any]:
+    path = CONFIG_DIR / f"{name}.yaml"
+    if not path.exists():
+        known = available_configs()
+        near = difflib.get_close_matches(name, known, n=3)
+        hint = f" (did you mean {', '.join(near)}?)" if near else ""
+        raise KeyError(f"unknown config {name!r}{hint}; known: {', '.join(known)}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    parent = raw.pop("inherit", None)
+    if parent is None:
+        return raw
+    merged = _read_yaml(parent)
+    for key, value in raw.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def _build_section(cls: type, section: str, values: dict[str, Any]) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in (values or {}).items():
+        if key not in fields:
+            raise ValueError(f"unknown key {section}.{key!r}; valid keys of {section!r}: {', '.join(fields)}")
+        default = fields[key].default
+        if isinstance(default, tuple):
+            value = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ValueError(f"{section}.{key} must be true or false, got {value!r}")
+        elif isinstance(default, int) and not isinstance(value, bool):
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            if not isinstance(value, int):
+                raise ValueError(f"{section}.{key} must be an integer, got {value!r}")
+        elif isinstance(default, float):
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ValueError(f"{section}.{key} must be a number, got {value!r}")
+            value = float(value)
+        choices = CHOICES.get(f"{section}.{key}")
+        if choices and value not in choices:
+            raise ValueError(f"{section}.{key} = {value!r} is not valid; choose one of: {', '.join(choices)}")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    """Build and validate a Config from a nested dict (the YAML's shape)."""
+    raw = dict(raw)
+    top = {"name", "description", *SECTIONS}
+    for key in raw:
+        if key not in top:
+            raise ValueError(f"unknown top-level key {key!r}; valid keys: {', '.join(sorted(top))}")
+    sections = {s: _build_section(cls, s, raw.get(s) or {}) for s, cls in SECTIONS.items()}
+    cfg = Config(name=raw.get("name", "custom"), description=raw.get("description", ""), **sections)
+    validate(cfg)
+    return cfg
+
+
+def _positive(value: float, key: str) -> None:
+    if value <= 0:
+        raise ValueError(f"{key} must be positive, got {value!r}")
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks: each error names the key and what would be valid."""
+    m, d, t = cfg.model, cfg.diffusion, cfg.train
+    for key in ("image_size", "in_channels", "out_channels", "model_channels", "num_res_blocks", "num_head_channels"):
+        _positive(getattr(m, key), f"model.{key}")
+    for key in ("batch_size", "max_steps", "log_every", "ckpt_every"):
+        _positive(getattr(t, key), f"train.{key}")
+    _positive(t.lr, "train.lr")
+    _positive(d.num_timesteps, "diffusion.num_timesteps")
+    if not 0.0 <= t.ema_rate < 1.0:
+        raise ValueError(f"train.ema_rate must be in [0, 1), got {t.ema_rate!r}")
+    if not 0.0 <= cfg.data.p_uncond < 1.0:
+        raise ValueError(f"data.p_uncond must be in [0, 1), got {cfg.data.p_uncond!r}")
+    if cfg.data.p_uncond > 0 and m.num_classes == 0:
+        raise ValueError("data.p_uncond > 0 needs a conditional model (model.num_classes > 0)")
+    if (d.model_var_type == "learned_range") != m.learn_sigma:
+        raise ValueError(
+            f"model.learn_sigma={m.learn_sigma} does not match diffusion.model_var_type={d.model_var_type!r}: "
+            "learned_range needs learn_sigma: true, fixed_small/fixed_large need learn_sigma: false"
+        )
+    if (d.loss_type == "hybrid") != (d.model_var_type == "learned_range"):
+        raise ValueError(
+            f"diffusion.loss_type={d.loss_type!r} does not fit diffusion.model_var_type={d.model_var_type!r}: only the "
+            "hybrid loss trains a learned_range variance, so use hybrid with learned_range and mse with fixed_small/fixed_large")
+    if cfg.data.image_size != m.image_size:
+        raise ValueError(f"data.image_size ({cfg.data.image_size}) must equal model.image_size ({m.image_size})")
+    levels = len(m.channel_mult)
+    if m.image_size % 2 ** (levels - 1):
+        raise ValueError(
+            f"model.image_size {m.image_size} is not divisible by 2**{levels - 1} (channel_mult has {levels} levels)"
+        )
+    sizes = {m.image_size // 2**i for i in range(levels)}
+    bad = [r for r in m.attention_resolutions if r not in sizes]
+    if bad:
+        raise ValueError(f"model.attention_resolutions {bad} are not feature-map sizes of this U-Net; valid: {sorted(sizes)}")
+    for mult in m.channel_mult:
+        if (m.model_channels * mult) % m.num_head_channels:
+            raise ValueError(
+                f"model.num_head_channels {m.num_head_channels} must divide every level's width "
+                f"(model_channels * channel_mult = {m.model_channels * mult})"
+            )
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """'train.max_steps=10' -> ('train.max_steps', 10); the value is parsed as YAML."""
+    if "=" not in item:
+        raise ValueError(f"override {item!r} must look like section.key=value, e.g. train.max_steps=10")
+    key, value = item.split("=", 1)
+    return key.strip(), yaml.safe_load(value)
+
+
+def load_config(name_or_path: str | Path | dict, overrides: dict[str, Any] | None = None) -> Config:
+    """Load a config by name (see `available_configs()`), from a .yaml/.json path, or from a dict.
+
+    `overrides` maps dotted keys to values: {"train.max_steps": 10, "model.dropout": 0.1}.
+    """
+    if isinstance(name_or_path, dict):
+        raw = json.loads(json.dumps(name_or_path))
+    else:
+        path = Path(name_or_path)
+        if path.suffix in (".yaml", ".yml", ".json") and path.exists():
+            raw = yaml.safe_load(path.read_text()) or {}
+            if "inherit" in raw:
+                parent = _read_yaml(raw.pop("inherit"))
+                for k, v in raw.items():
+                    parent[k] = {**parent[k], **v} if isinstance(v, dict) and isinstance(parent.get(k), dict) else v
+                raw = parent
+            raw.setdefault("name", path.stem)
+        else:
+            raw = _read_yaml(str(name_or_path))
+            raw["name"] = str(name_or_path)
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        if section not in SECTIONS or not key:
+            raise ValueError(f"override {dotted!r} must be <section>.<key> with section one of: {', '.join(SECTIONS)}")
+        raw.setdefault(section, {})[key] = value
+    return config_from_dict(raw)

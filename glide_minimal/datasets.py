@@ -1,0 +1,64 @@
+"""Data that ships inside packages, so nothing downloads at run time.
+
+- Digits: the 1,797 real 8x8 handwritten digits of UCI optdigits (Alpaydin & Kaynak 1998) that
+  scikit-learn ships, resized to the config's resolution and scaled to [-1, 1].
+- Photos: scikit-image's sample photographs, for showing the forward process on a real image.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+DIGITS_TEST_SIZE = 297  # held out from every training run; evaluators and bits/dim use it
+PHOTOS = ("astronaut", "coffee", "chelsea", "camera", "cat", "horse", "rocket", "grass")
+SPLITS = ("train", "test", "all")
+
+
+def load_digits(image_size: int = 16, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+    """Real handwritten digits: images [N, 1, image_size, image_size] in [-1, 1] and labels [N] in 0..9.
+
+    The split is fixed (a seeded permutation): 1,500 train and 297 test images.
+    """
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
+    if image_size < 8 or image_size & (image_size - 1):
+        raise ValueError(f"image_size must be a power of two >= 8, got {image_size}")
+    bunch = sk_load_digits()
+    images = torch.from_numpy(bunch.images.astype(np.float32) / 16.0)[:, None]  # gray levels 0..16 -> [0, 1]
+    labels = torch.from_numpy(bunch.target.astype(np.int64))
+    order = torch.from_numpy(np.random.RandomState(0).permutation(len(labels)))
+    if split == "train":
+        order = order[DIGITS_TEST_SIZE:]
+    elif split == "test":
+        order = order[:DIGITS_TEST_SIZE]
+    images, labels = images[order], labels[order]
+    if image_size != 8:
+        images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    return (images.clamp(0, 1) * 2 - 1).contiguous(), labels
+
+
+def load_photo(name: str = "astronaut", image_size: int = 64) -> torch.Tensor:
+    """A scikit-image sample photo as [3, image_size, image_size] in [-1, 1] (center-cropped square)."""
+    from skimage import data
+
+    if name not in PHOTOS:
+        raise ValueError(f"unknown photo {name!r}; choose one of: {', '.join(PHOTOS)}")
+    img = getattr(data, name)()
+    if img.ndim == 2:
+        img = np.stack([img] * 3, axis=-1)
+    img = torch.from_numpy(img[..., :3].astype(np.float32) / 255.0).permute(2, 0, 1)
+    side = min(img.shape[1:])
+    top, left = (img.shape[1] - side) // 2, (img.shape[2] - side) // 2
+    img = img[:, top:top + side, left:left + side]
+    img = F.interpolate(img[None], size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)[0]
+    return img.clamp(0, 1) * 2 - 1
+
+
+def load_dataset(data_cfg, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+    """The training tensors a DataConfig names: (images [N, C, H, W] in [-1, 1], labels [N])."""
+    if data_cfg.dataset == "digits":
+        return load_digits(data_cfg.image_size, split)
+    raise ValueError(f"unknown dataset {data_cfg.dataset!r}; choose one of: digits")

@@ -1,0 +1,151 @@
+"""Sample-quality measures in the feature space of an independent evaluator.
+
+The digit evaluator is a small CNN trained on real digits only (the train split), never on samples and
+never used for guidance, so it can judge any model fairly. On top of its features and predictions:
+class accuracy, confidence, the entropy of the predicted-class histogram (mode coverage), the
+Frechet distance (Heusel et al. 2017) and improved precision/recall (Kynkaanniemi et al. 2019).
+Images passed to the evaluator are in [0, 1] (what pipelines return).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import linalg
+from torch import nn
+
+from .datasets import load_digits
+
+
+class DigitClassifier(nn.Module):
+    """[N, 1, 16, 16] in [0, 1] -> logits [N, 10]; `features` gives the 128-d penultimate layer."""
+
+    def __init__(self, image_size: int = 16, width: int = 32, feature_dim: int = 128):
+        super().__init__()
+        self.image_size = image_size
+        self.body = nn.Sequential(
+            nn.Conv2d(1, width, 3, padding=1), nn.GELU(),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1), nn.GELU(),
+            nn.Flatten(), nn.Linear(2 * width * (image_size // 4) ** 2, feature_dim), nn.GELU(),
+        )
+        self.head = nn.Linear(feature_dim, 10)
+
+    def _check(self, images: torch.Tensor) -> torch.Tensor:
+        if images.ndim != 4 or images.shape[1:] != (1, self.image_size, self.image_size):
+            raise ValueError(f"the digit evaluator takes [N, 1, {self.image_size}, {self.image_size}] images in [0, 1], "
+                             f"got shape {tuple(images.shape)}")
+        return images * 2 - 1
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.body(self._check(images))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(images))
+
+
+def _shift(images: torch.Tensor, generator: torch.Generator, max_shift: int = 1) -> torch.Tensor:
+    """Random translations by up to max_shift pixels (padding with the background value 0)."""
+    n, _, h, w = images.shape
+    padded = F.pad(images, [max_shift] * 4)
+    dx = torch.randint(0, 2 * max_shift + 1, (n,), generator=generator)
+    dy = torch.randint(0, 2 * max_shift + 1, (n,), generator=generator)
+    return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+
+
+def train_digit_evaluator(image_size: int = 16, steps: int = 1500, batch_size: int = 128, seed: int = 0,
+                          lr: float = 2e-3) -> tuple[DigitClassifier, float]:
+    """Train the evaluator on the real train split; returns (model, accuracy on the held-out test split)."""
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    x, y = load_digits(image_size, "train")
+    x = (x + 1) / 2
+    model = DigitClassifier(image_size)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    for _ in range(steps):
+        idx = torch.randint(len(x), (batch_size,), generator=g)
+        loss = F.cross_entropy(model(_shift(x[idx], g)), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    model.eval()
+    x_test, y_test = load_digits(image_size, "test")
+    with torch.no_grad():
+        acc = (model((x_test + 1) / 2).argmax(1) == y_test).float().mean().item()
+    return model, acc
+
+
+def frechet_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> float:
+    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)) between Gaussians fit to two feature sets [N, D]."""
+    a, b = feats_a.double().cpu().numpy(), feats_b.double().cpu().numpy()
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
+    covmean = covmean.real
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * covmean))
+
+
+def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall (Kynkaanniemi et al. 2019) with k-NN balls in feature space.
+
+    precision: fraction of fake samples inside some real sample's k-NN ball (fidelity);
+    recall: fraction of real samples inside some fake sample's k-NN ball (coverage / diversity).
+    """
+    def covered(support: torch.Tensor, queries: torch.Tensor) -> float:
+        d_support = torch.cdist(support, support)
+        radii = d_support.kthvalue(k + 1, dim=1).values  # k+1: the nearest is the point itself
+        return (torch.cdist(queries, support) <= radii[None]).any(dim=1).float().mean().item()
+
+    real, fake = real.float(), fake.float()
+    return covered(real, fake), covered(fake, real)
+
+
+def mean_pairwise_distance(feats: torch.Tensor) -> float:
+    """Diversity: the mean distance between all pairs of samples in feature space."""
+    d = torch.cdist(feats.float(), feats.float())
+    n = len(feats)
+    return (d.sum() / (n * (n - 1))).item()
+
+
+class DigitEvaluator:
+    """The judge used throughout the book. Wraps a trained DigitClassifier (in eval mode, no grad)."""
+
+    def __init__(self, classifier: DigitClassifier):
+        self.classifier = classifier.eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def probs(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier(images.float()).softmax(-1)
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier.features(images.float())
+
+    def accuracy(self, images: torch.Tensor, labels: torch.Tensor | list[int]) -> float:
+        """Fraction of images the evaluator labels as the requested class."""
+        labels = torch.as_tensor(labels)
+        return (self.probs(images).argmax(-1).cpu() == labels.cpu()).float().mean().item()
+
+    def quality(self, images: torch.Tensor, reference: torch.Tensor, k: int = 3) -> dict[str, float]:
+        """Measures of a set of samples against reference images (both [N, 1, H, W] in [0, 1]).
+
+        confidence: mean top-class probability (does it look like *some* digit?);
+        class_entropy: entropy (bits) of the predicted-class histogram, log2(10) = 3.32 when all classes
+        appear equally (mode coverage); fd: Frechet distance of features; precision/recall; diversity.
+        """
+        probs = self.probs(images)
+        hist = torch.bincount(probs.argmax(-1).cpu(), minlength=10).float()
+        p = hist / hist.sum()
+        entropy = -(p[p > 0] * p[p > 0].log2()).sum().item()
+        f_fake, f_real = self.features(images), self.features(reference)
+        precision, recall = precision_recall(f_real, f_fake, k)
+        return {"confidence": probs.max(-1).values.mean().item(), "class_entropy": entropy,
+                "fd": frechet_distance(f_real, f_fake), "precision": precision, "recall": recall,
+                "diversity": mean_pairwise_distance(f_fake)}
+
+
+MAX_CLASS_ENTROPY = math.log2(10)

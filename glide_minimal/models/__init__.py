@@ -1,0 +1,22 @@
+"""Networks: they know nothing about diffusion."""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from .layers import AttentionBlock, ResBlock, timestep_embedding
+from .unet import UNet
+
+
+def build_model(cfg, device: str | torch.device | None = None) -> torch.nn.Module:
+    """The network a Config (or a config name) describes. device="meta" builds it without memory (for counting)."""
+    from ..config import Config, load_config
+
+    if not isinstance(cfg, Config):
+        cfg = load_config(cfg)
+    with torch.device(device) if device is not None else contextlib.nullcontext():
+        return UNet(cfg.model)
+
+
+__all__ = ["AttentionBlock", "ResBlock", "UNet", "build_model", "timestep_embedding"]

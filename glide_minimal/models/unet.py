@@ -1,0 +1,115 @@
+"""The ADM U-Net (Dhariwal & Nichol 2021), the denoiser GLIDE builds on.
+
+Encoder: a 3x3 conv, then per resolution level `num_res_blocks` ResBlocks (+ self-attention at the
+`attention_resolutions`) and a down-sampling ResBlock. A middle ResBlock-attention-ResBlock. Decoder:
+the mirror image, each block concatenating the matching encoder activation (the U-Net skip,
+Ronneberger et al. 2015). Every ResBlock receives the timestep embedding (plus the class embedding
+when class-conditional). The network knows nothing about diffusion: it maps (x_t, t, condition) to
+eps (and, with learn_sigma, the variance interpolation v).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import UNetConfig
+from .layers import AttentionBlock, Downsample, ResBlock, Upsample, normalization, timestep_embedding, zero_module
+
+
+class EmbedSequential(nn.ModuleList):
+    """A sequence of layers; ResBlocks also get the embedding, attention blocks the context tokens."""
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        for layer in self:
+            if isinstance(layer, ResBlock):
+                x = layer(x, emb)
+            elif isinstance(layer, AttentionBlock):
+                x = layer(x, context)
+            else:
+                x = layer(x)
+        return x
+
+
+class UNet(nn.Module):
+    """eps_theta(x_t, t[, labels]): [N, in_channels, H, W] -> [N, out_channels (x2 if learn_sigma), H, W]."""
+
+    def __init__(self, cfg: UNetConfig, context_channels: int | None = None):
+        super().__init__()
+        self.cfg = cfg
+        ch = cfg.model_channels
+        emb_dim = 4 * ch
+        self.time_embed = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        # One extra row for the "null" label: classifier-free guidance's unconditional input (Ho & Salimans).
+        self.label_emb = nn.Embedding(cfg.num_classes + 1, emb_dim) if cfg.num_classes > 0 else None
+
+        def res(c_in: int, c_out: int | None = None, **kw) -> ResBlock:
+            return ResBlock(c_in, emb_dim, cfg.dropout, c_out, cfg.use_scale_shift_norm, **kw)
+
+        def attn(c: int) -> AttentionBlock:
+            return AttentionBlock(c, cfg.num_head_channels, context_channels)
+
+        size = cfg.image_size
+        self.input_blocks = nn.ModuleList([EmbedSequential([nn.Conv2d(cfg.in_channels, ch, 3, padding=1)])])
+        skip_channels = [ch]
+        for level, mult in enumerate(cfg.channel_mult):
+            for _ in range(cfg.num_res_blocks):
+                layers = [res(ch, mult * cfg.model_channels)]
+                ch = mult * cfg.model_channels
+                if size in cfg.attention_resolutions:
+                    layers.append(attn(ch))
+                self.input_blocks.append(EmbedSequential(layers))
+                skip_channels.append(ch)
+            if level != len(cfg.channel_mult) - 1:
+                down = res(ch, down=True) if cfg.resblock_updown else Downsample(ch)
+                self.input_blocks.append(EmbedSequential([down]))
+                skip_channels.append(ch)
+                size //= 2
+
+        self.middle_block = EmbedSequential([res(ch), attn(ch), res(ch)])
+
+        self.output_blocks = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(cfg.channel_mult))):
+            for i in range(cfg.num_res_blocks + 1):
+                layers = [res(ch + skip_channels.pop(), mult * cfg.model_channels)]
+                ch = mult * cfg.model_channels
+                if size in cfg.attention_resolutions:
+                    layers.append(attn(ch))
+                if level and i == cfg.num_res_blocks:
+                    layers.append(res(ch, up=True) if cfg.resblock_updown else Upsample(ch))
+                    size *= 2
+                self.output_blocks.append(EmbedSequential(layers))
+
+        out_channels = cfg.out_channels * (2 if cfg.learn_sigma else 1)
+        self.out = nn.Sequential(normalization(ch), nn.SiLU(), zero_module(nn.Conv2d(ch, out_channels, 3, padding=1)))
+
+    def embed(self, timesteps: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The vector every ResBlock receives: MLP(sinusoid(t)) [+ label embedding]. [N] -> [N, 4C]."""
+        emb = self.time_embed(timestep_embedding(timesteps, self.cfg.model_channels))
+        if self.label_emb is not None:
+            if labels is None:
+                raise ValueError("this model is class-conditional: pass labels (use the null label "
+                                 f"{self.cfg.num_classes} for unconditional)")
+            if labels.min() < 0 or labels.max() > self.cfg.num_classes:
+                bad = labels[(labels < 0) | (labels > self.cfg.num_classes)][0].item()
+                raise ValueError(f"label {bad} out of range: valid labels are 0..{self.cfg.num_classes - 1}, "
+                                 f"and {self.cfg.num_classes} means 'no label'")
+            emb = emb + self.label_emb(labels)
+        elif labels is not None:
+            raise ValueError("this model is unconditional (model.num_classes = 0) but got labels")
+        return emb
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, labels: torch.Tensor | None = None,
+                context: torch.Tensor | None = None) -> torch.Tensor:
+        expected = (self.cfg.in_channels, self.cfg.image_size, self.cfg.image_size)
+        if tuple(x.shape[1:]) != expected:
+            raise ValueError(f"x has shape {tuple(x.shape)} but this U-Net takes [N, {expected[0]}, "
+                             f"{expected[1]}, {expected[2]}] (model.in_channels, model.image_size)")
+        emb = self.embed(timesteps, labels)
+        h, skips = x, []
+        for block in self.input_blocks:
+            h = block(h, emb, context)
+            skips.append(h)
+        h = self.middle_block(h, emb, context)
+        for block in self.output_blocks:
+            h = block(torch.cat([h, skips.pop()], dim=1), emb, context)
+        return self.out(h)

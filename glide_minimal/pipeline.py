@@ -1,0 +1,82 @@
+"""User-facing pipelines: a shipped checkpoint in, images in [0, 1] out.
+
+    pipe = gm.load_pipeline("tutorial-ddpm")
+    images = pipe(num_images=16, steps=50, sampler="ddim", seed=0)   # [16, 1, 16, 16] in [0, 1]
+
+A pipeline composes the pieces and adds nothing of its own: the model (a model_fn), a respaced
+GaussianDiffusion, and a sampler from diffusion/sampling.py.
+"""
+from __future__ import annotations
+
+import torch
+
+from .config import Config
+from .diffusion import GaussianDiffusion, ddim_sample_loop, p_sample_loop
+
+SAMPLERS = ("ancestral", "ddim")
+
+
+def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed(0 if seed is None else int(seed))
+    return g
+
+
+class DiffusionPipeline:
+    """Sampling from an unconditional diffusion model (chapter 1)."""
+
+    def __init__(self, model: torch.nn.Module, cfg: Config, device: str | torch.device = "cpu"):
+        self.model, self.cfg, self.device = model, cfg, torch.device(device)
+        self._diffusions: dict[str, GaussianDiffusion] = {}
+
+    def diffusion(self, steps: int | str | None = None) -> GaussianDiffusion:
+        """The chain for `steps`: an int or a respacing spec ("100", "ddim50", "fast27"); None: the config's."""
+        spec = str(steps if steps is not None else self.cfg.diffusion.sample_respacing)
+        if spec not in self._diffusions:
+            if spec.isdigit() and not 0 < int(spec) <= self.cfg.diffusion.num_timesteps:
+                raise ValueError(f"steps must be in 1..{self.cfg.diffusion.num_timesteps}, got {spec}")
+            full = str(self.cfg.diffusion.num_timesteps)
+            self._diffusions[spec] = GaussianDiffusion.from_config(self.cfg.diffusion, None if spec == full else spec)
+        return self._diffusions[spec]
+
+    def model_fn(self, x_t: torch.Tensor, t: torch.Tensor, **kwargs) -> torch.Tensor:
+        return self.model(x_t, t, **kwargs)
+
+    def sample(self, num_images: int, *, steps: int | str | None = None, sampler: str = "ancestral",
+               eta: float = 0.0, seed: int | None = 0, model_kwargs: dict | None = None, cond_fn=None,
+               progress: bool = False, return_trajectory: bool = False):
+        """x_0 in the model's [-1, 1] space, [N, C, H, W] (and a Trajectory with return_trajectory)."""
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
+        if num_images < 1:
+            raise ValueError(f"num_images must be >= 1, got {num_images}")
+        m = self.cfg.model
+        shape = (num_images, m.in_channels, m.image_size, m.image_size)
+        common = dict(model_kwargs=model_kwargs, cond_fn=cond_fn, generator=make_generator(seed, self.device),
+                      device=self.device, progress=progress, return_trajectory=return_trajectory)
+        diffusion = self.diffusion(steps)
+        if sampler == "ddim":
+            return ddim_sample_loop(diffusion, self.model_fn, shape, eta=eta, **common)
+        return p_sample_loop(diffusion, self.model_fn, shape, **common)
+
+    def __call__(self, num_images: int = 16, *, steps: int | str | None = None, sampler: str = "ancestral",
+                 eta: float = 0.0, seed: int | None = 0, progress: bool = False) -> torch.Tensor:
+        """Sample images [N, C, H, W] in [0, 1]."""
+        x = self.sample(num_images, steps=steps, sampler=sampler, eta=eta, seed=seed, progress=progress)
+        return to_unit(x)
+
+
+def to_unit(x: torch.Tensor) -> torch.Tensor:
+    """Model space [-1, 1] -> image space [0, 1]."""
+    return ((x + 1) / 2).clamp(0, 1)
+
+
+def load_pipeline(name: str, device: str | torch.device | None = None) -> DiffusionPipeline:
+    """A pipeline over a shipped checkpoint (see `gm.pretrained.available()`); no network."""
+    from . import pretrained
+
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model, cfg = pretrained.load_model(name, device)
+    if cfg.model.num_classes:
+        raise NotImplementedError(f"{name!r} is class-conditional; its pipeline arrives with chapter 2")
+    return DiffusionPipeline(model, cfg, device)

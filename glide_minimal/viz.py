@@ -1,0 +1,138 @@
+"""Figures: image grids, denoising strips, schedule plots, and an ipywidgets timestep scrubber."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from einops import rearrange
+
+
+def image_grid(images: torch.Tensor, nrow: int = 8, pad: int = 1, pad_value: float = 1.0) -> np.ndarray:
+    """[N, C, H, W] in [0, 1] -> one [rows*(H+pad), nrow*(W+pad), C] array (C = 1 squeezed to 2-D)."""
+    images = images.detach().float().cpu().clamp(0, 1)
+    n, c, h, w = images.shape
+    rows = -(-n // nrow)
+    filler = torch.full((rows * nrow - n, c, h, w), pad_value)
+    images = torch.nn.functional.pad(torch.cat([images, filler]), (0, pad, 0, pad), value=pad_value)
+    grid = rearrange(images, "(r k) c h w -> (r h) (k w) c", k=nrow)[:-pad or None, :-pad or None]
+    return grid[..., 0].numpy() if c == 1 else grid.numpy()
+
+
+def show_images(images: torch.Tensor, nrow: int = 8, title: str | None = None, ax=None, scale: float = 0.5):
+    """Plot a grid of [N, C, H, W] images in [0, 1]; returns the axes."""
+    grid = image_grid(images, nrow)
+    if ax is None:
+        rows = -(-len(images) // nrow)
+        _, ax = plt.subplots(figsize=(max(2.0, nrow * scale * 1.2), max(1.0, rows * scale * 1.2)))
+    ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax
+
+
+def denoising_strip(trajectory, num_frames: int = 8, sample_index: int = 0, show_pred_xstart: bool = True):
+    """A figure: x_t (top) and the predicted x_0 (bottom) at evenly spaced steps of one sample's trajectory."""
+    steps = len(trajectory.timesteps)
+    picks = np.linspace(0, steps - 1, num_frames).round().astype(int)
+    rows = 2 if show_pred_xstart else 1
+    fig, axes = plt.subplots(rows, num_frames, figsize=(1.1 * num_frames, 1.25 * rows), squeeze=False)
+    for j, i in enumerate(picks):
+        for r, (series, label) in enumerate([(trajectory.x_t, "x_t"), (trajectory.pred_xstart, "pred x_0")][:rows]):
+            img = ((series[i, sample_index] + 1) / 2).clamp(0, 1)
+            axes[r, j].imshow(img.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1)
+            axes[r, j].set_xticks([])
+            axes[r, j].set_yticks([])
+            if j == 0:
+                axes[r, j].set_ylabel(label, fontsize=8)
+        axes[0, j].set_title(f"t={trajectory.timesteps[i]}", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def timestep_scrubber(trajectory, sample_index: int = 0):
+    """An ipywidgets slider over a trajectory's steps showing x_t and the predicted x_0 (live use only)."""
+    import ipywidgets as widgets
+
+    out = widgets.Output()
+
+    def show(step: int) -> None:
+        with out:
+            out.clear_output(wait=True)
+            fig, axes = plt.subplots(1, 2, figsize=(3.2, 1.8))
+            for ax, series, label in zip(axes, (trajectory.x_t, trajectory.pred_xstart), ("x_t", "pred x_0")):
+                img = ((series[step, sample_index] + 1) / 2).clamp(0, 1).permute(1, 2, 0).squeeze(-1)
+                ax.imshow(img.numpy(), cmap="gray", vmin=0, vmax=1)
+                ax.set_title(f"{label}, t={trajectory.timesteps[step]}", fontsize=8)
+                ax.set_axis_off()
+            plt.show()
+
+    slider = widgets.IntSlider(value=0, min=0, max=len(trajectory.timesteps) - 1, description="step")
+    slider.observe(lambda change: show(change["new"]), names="value")
+    show(0)
+    return widgets.VBox([slider, out])
+
+
+def _describe(block) -> tuple[str, int, bool]:
+    """(label, output channels, has attention) of one EmbedSequential block of the U-Net."""
+    from .models.layers import AttentionBlock, Downsample, ResBlock, Upsample
+
+    parts, channels, attn = [], None, False
+    for layer in block:
+        if isinstance(layer, ResBlock):
+            kind = "ResDown" if isinstance(layer.x_upd, torch.nn.AvgPool2d) else "ResUp" if isinstance(layer.x_upd, torch.nn.Upsample) else "Res"
+            channels = layer.out_layers[-1].out_channels
+            parts.append(kind)
+        elif isinstance(layer, AttentionBlock):
+            attn = True
+            parts.append("Attn")
+        elif isinstance(layer, (Downsample, Upsample)):
+            parts.append(type(layer).__name__)
+        elif isinstance(layer, torch.nn.Conv2d):
+            channels = layer.out_channels
+            parts.append("Conv")
+    return "+".join(parts), channels, attn
+
+
+def unet_diagram(model, ax=None):
+    """Draw a U-Net's blocks from the model itself: encoder down the left, decoder up the right,
+    skip connections across, resolution on the y axis, and the embedding path into every ResBlock."""
+    from matplotlib.patches import FancyArrowPatch, Rectangle
+
+    cfg = model.cfg
+    blocks = [("enc", b) for b in model.input_blocks] + [("mid", model.middle_block)] + [("dec", b) for b in model.output_blocks]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(min(16, 0.62 * len(blocks) + 2), 4.2))
+    size, positions = cfg.image_size, []
+    colors = {"enc": "#cfe3f7", "mid": "#f7e3c6", "dec": "#d9f2d0"}
+    for i, (part, block) in enumerate(blocks):
+        label, channels, attn = _describe(block)
+        level = int(np.log2(cfg.image_size // size))
+        y = -level
+        ax.add_patch(Rectangle((i - 0.38, y - 0.3), 0.76, 0.6, facecolor=colors[part],
+                               edgecolor="crimson" if attn else "0.3", linewidth=2 if attn else 1))
+        ax.text(i, y + 0.02, label.replace("+", "\n"), ha="center", va="center", fontsize=6)
+        ax.text(i, y - 0.42, f"{channels}ch", ha="center", va="top", fontsize=5.5, color="0.3")
+        positions.append((i, y))
+        if "Down" in label:
+            size //= 2
+        elif "Up" in label:
+            size *= 2
+    n_enc = len(model.input_blocks)
+    for k in range(n_enc):  # decoder block k consumes the encoder activation n_enc-1-k (a stack)
+        (x0, y0), (x1, y1) = positions[n_enc - 1 - k], positions[n_enc + 1 + k]
+        ax.add_patch(FancyArrowPatch((x0, y0 + 0.3), (x1, y1 + 0.3), connectionstyle="arc3,rad=-0.12",
+                                     arrowstyle="-|>", mutation_scale=6, color="0.55", linewidth=0.6))
+    for (x0, y0), (x1, y1) in zip(positions, positions[1:]):
+        ax.annotate("", (x1 - 0.38, y1), (x0 + 0.38, y0), arrowprops=dict(arrowstyle="-|>", color="0.2", lw=0.8))
+    levels = len(cfg.channel_mult)
+    ax.set_yticks([-l for l in range(levels)], [f"{cfg.image_size // 2**l} px" for l in range(levels)], fontsize=7)
+    ax.set_xticks([])
+    ax.set_xlim(-0.8, len(blocks) - 0.2)
+    ax.set_ylim(-levels + 0.2, 1.6)
+    emb = "t -> sinusoid -> MLP" + (" + label embedding" if cfg.num_classes else "")
+    ax.set_title(f"embedding: {emb} -> scale/shift of every ResBlock's norm;  "
+                 "red border: self-attention;  grey arcs: skip connections", fontsize=7)
+    for side in ("top", "right", "bottom"):
+        ax.spines[side].set_visible(False)
+    return ax

@@ -1,0 +1,127 @@
+"""Shared helpers: tiny configs, a CLI runner for subprocess tests, checkpoint readers.
+
+Every test uses the smallest config that shows its behaviour (8x8 digits, a 16-channel U-Net, a
+50-step chain), one torch thread, and tmp_path for anything written.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from glide_minimal.checkpoint import load_tensors
+from glide_minimal.config import Config, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A U-Net of ~90 k parameters on 8x8 digits: one training step takes a few milliseconds on one core.
+# (channel_mult [1, 2] with 16 channels would concatenate 32 + 16 = 48 channels, which GroupNorm(32)
+# cannot split: see test_models.py::test_every_config_that_validates_builds.)
+TINY = {
+    "model.image_size": 8,
+    "data.image_size": 8,
+    "model.model_channels": 16,
+    "model.channel_mult": [1, 1],
+    "model.num_res_blocks": 1,
+    "model.attention_resolutions": [4],
+    "model.num_head_channels": 16,
+    "model.dropout": 0.0,
+    "model.learn_sigma": False,
+    "diffusion.model_var_type": "fixed_small",
+    "diffusion.loss_type": "mse",
+    "diffusion.num_timesteps": 50,
+    "diffusion.noise_schedule": "linear",
+    "diffusion.sample_respacing": "10",
+    "train.batch_size": 8,
+    "train.lr": 2e-3,
+    "train.warmup_steps": 0,
+    "train.max_steps": 10,
+    "train.ema_rate": 0.9,
+    "train.log_every": 1,
+    "train.ckpt_every": 5,
+    "train.seed": 0,
+}
+
+
+def tiny_config(overrides: dict | None = None) -> Config:
+    """tutorial-ddpm shrunk to TINY, plus `overrides` (dotted keys)."""
+    return load_config("tutorial-ddpm", overrides={**TINY, **(overrides or {})})
+
+
+def nested(dotted: dict) -> dict:
+    """{"train.lr": 1} -> {"train": {"lr": 1}} (the YAML file's shape)."""
+    out: dict = {}
+    for key, value in dotted.items():
+        section, _, name = key.partition(".")
+        out.setdefault(section, {})[name] = value
+    return out
+
+
+def write_tiny_yaml(path: Path, overrides: dict | None = None) -> Path:
+    """A config file that inherits tutorial-ddpm and shrinks it to TINY (+ overrides)."""
+    raw = {"inherit": "tutorial-ddpm", **nested({**TINY, **(overrides or {})})}
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment for child processes: one thread each, no GPU, no inherited torchrun variables."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "GLIDE_MINIMAL_CHECKPOINTS")}
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1")
+    return env
+
+
+def cli_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "glide_minimal.cli", *args]
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run `glide-minimal ARGS` in a fresh interpreter; fails the test with its stderr if it fails."""
+    proc = subprocess.run(cli_command(*args), cwd=cwd, env=subprocess_env(), capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, f"glide-minimal {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The step recorded in a training checkpoint, or None while there is none (files are written atomically)."""
+    if not path.exists():
+        return None
+    return load_tensors(path)[1]["step"]
+
+
+def assert_same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], *, exact: bool = True,
+                        atol: float = 0.0) -> None:
+    """Same keys, and every tensor equal (bitwise with exact=True, else within atol)."""
+    assert sorted(a) == sorted(b)
+    differ = []
+    for key in sorted(a):
+        same = torch.equal(a[key], b[key]) if exact else torch.allclose(a[key].double(), b[key].double(), rtol=0, atol=atol)
+        if not same:
+            gap = (a[key].double() - b[key].double()).abs().max().item()
+            differ.append(f"{key} (max |diff| {gap:.3g})")
+    assert not differ, f"{len(differ)} of {len(a)} tensors differ, e.g. {differ[:5]}"
+
+
+def randomize_(module: torch.nn.Module, seed: int = 0, scale: float = 0.05) -> torch.nn.Module:
+    """Perturb every parameter (so zero-initialised output layers stop hiding the network)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * scale)
+    return module
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Two cores shared with other jobs (and xdist workers): one intra-op thread per test process."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -1,0 +1,147 @@
+"""The three dependency lists cannot drift apart.
+
+pyproject.toml says what the package needs (ranges, for readers with any torch >= 2.3);
+requirements-ci.txt pins the set CI installs; environment.yml gives conda users (and Binder) that same
+pinned set. A dependency added to one of them only, or a pin outside pyproject's range, fails here.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    tomllib = pytest.importorskip("tomli")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def normalize(name: str) -> str:
+    """PEP 503 name normalisation: Scikit_Learn, scikit.learn and scikit-learn are one package."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def parse_requirement_lines(lines) -> dict[str, Requirement]:
+    """Requirement lines -> {normalised name: Requirement}; skips comments, blanks and pip options."""
+    reqs: dict[str, Requirement] = {}
+    for raw in lines:
+        line = raw.split(" #", 1)[0].strip()
+        if not line or line.startswith("#") or line.startswith("-"):
+            continue
+        req = Requirement(line)
+        name = normalize(req.name)
+        assert name not in reqs, f"{name} is listed twice"
+        reqs[name] = req
+    return reqs
+
+
+def pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def pyproject_requirements() -> dict[str, Requirement]:
+    """Runtime dependencies plus the [book] and [dev] extras; the project's own name is skipped."""
+    project = pyproject()["project"]
+    extras = project.get("optional-dependencies", {})
+    lines = list(project["dependencies"]) + list(extras.get("book", [])) + list(extras.get("dev", []))
+    own = normalize(project["name"])
+    return {n: r for n, r in parse_requirement_lines(lines).items() if n != own}
+
+
+def ci_requirements() -> dict[str, Requirement]:
+    return parse_requirement_lines((ROOT / "requirements-ci.txt").read_text(encoding="utf-8").splitlines())
+
+
+def conda_env() -> dict:
+    return yaml.safe_load((ROOT / "environment.yml").read_text(encoding="utf-8"))
+
+
+def conda_pip_lines(env: dict) -> list[str]:
+    pip_sections = [d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d]
+    assert len(pip_sections) == 1, "environment.yml needs exactly one `pip:` section"
+    return list(pip_sections[0])
+
+
+def conda_requirements() -> dict[str, Requirement]:
+    return parse_requirement_lines(conda_pip_lines(conda_env()))
+
+
+def missing_from(needed: dict[str, Requirement], listed: dict[str, Requirement]) -> list[str]:
+    return sorted(set(needed) - set(listed))
+
+
+def pins_outside_range(needed: dict[str, Requirement], pinned: dict[str, Requirement]) -> list[str]:
+    """Packages whose exact pin (==X) does not satisfy pyproject's range."""
+    bad = []
+    for name, req in needed.items():
+        pin = pinned.get(name)
+        if pin is None:
+            continue
+        exact = [s.version for s in pin.specifier if s.operator == "=="]
+        if exact and not req.specifier.contains(exact[0], prereleases=True):
+            bad.append(f"{name}=={exact[0]} is outside pyproject's '{req.specifier}'")
+    return bad
+
+
+def test_every_pyproject_dependency_is_pinned_for_ci():
+    missing = missing_from(pyproject_requirements(), ci_requirements())
+    assert not missing, f"in pyproject.toml but not in requirements-ci.txt: {missing}"
+
+
+def test_every_pyproject_dependency_is_in_the_conda_environment():
+    missing = missing_from(pyproject_requirements(), conda_requirements())
+    assert not missing, f"in pyproject.toml but not in environment.yml: {missing}"
+
+
+def test_conda_environment_pins_exactly_the_ci_set():
+    ci = {n: str(r.specifier) for n, r in ci_requirements().items()}
+    conda = {n: str(r.specifier) for n, r in conda_requirements().items()}
+    only_ci = sorted(set(ci) - set(conda))
+    only_conda = sorted(set(conda) - set(ci))
+    differ = sorted(f"{n}: ci '{ci[n]}' vs conda '{conda[n]}'" for n in set(ci) & set(conda) if ci[n] != conda[n])
+    assert not (only_ci or only_conda or differ), (
+        f"requirements-ci.txt and environment.yml disagree: only in CI {only_ci}, "
+        f"only in environment.yml {only_conda}, different pins {differ}")
+
+
+def test_ci_pins_satisfy_pyproject_ranges():
+    bad = pins_outside_range(pyproject_requirements(), ci_requirements())
+    assert not bad, "; ".join(bad)
+
+
+def test_torch_is_pinned_exactly_everywhere_it_is_installed():
+    # A bare or ranged torch lets pip pick a multi-GB CUDA build instead of the pinned one.
+    for where, reqs in (("requirements-ci.txt", ci_requirements()), ("environment.yml", conda_requirements())):
+        ops = [s.operator for s in reqs["torch"].specifier]
+        assert ops == ["=="], f"{where}: torch must be pinned with ==, got '{reqs['torch'].specifier}'"
+
+
+def test_no_torchvision_next_to_the_pinned_torch():
+    # torchvision 0.28 fails to import next to torch 2.13.0+cpu (operator torchvision::nms missing).
+    for where, reqs in (("pyproject.toml", pyproject_requirements()), ("requirements-ci.txt", ci_requirements()),
+                        ("environment.yml", conda_requirements())):
+        assert "torchvision" not in reqs, f"{where} lists torchvision"
+
+
+def test_conda_environment_installs_python_311_and_the_package_itself():
+    env = conda_env()
+    assert env["name"] == "glide-minimal"
+    plain = [d for d in env["dependencies"] if isinstance(d, str)]
+    assert "python=3.11" in plain and "pip" in plain, plain
+    assert "-e ." in conda_pip_lines(env), "environment.yml must install the package (`-e .` under pip:)"
+
+
+def test_drift_check_reports_a_dependency_added_in_one_place_only():
+    # The checks above can fail: a dependency added to pyproject only is reported by name,
+    # and a pin outside the range is reported too.
+    needed = dict(ci_requirements())
+    needed["brand-new-lib"] = Requirement("Brand_New.Lib>=1")
+    assert missing_from(needed, ci_requirements()) == ["brand-new-lib"]
+    bad = pins_outside_range({"numpy": Requirement("numpy>=99")}, ci_requirements())
+    assert len(bad) == 1 and bad[0].startswith("numpy==") and "'>=99'" in bad[0], bad
