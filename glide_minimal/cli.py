@@ -34,14 +34,21 @@ def cmd_train(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    from .pipeline import load_pipeline
+    from .pipeline import ClassPipeline, load_pipeline
     from .viz import image_grid
 
     if args.threads:
         torch.set_num_threads(args.threads)
     pipe = load_pipeline(args.pipeline, args.device)
-    images = pipe(args.num_images, steps=args.steps, sampler=args.sampler, eta=args.eta, seed=args.seed,
-                  progress=not args.no_progress)
+    common = dict(steps=args.steps, sampler=args.sampler, eta=args.eta, seed=args.seed, progress=not args.no_progress)
+    if isinstance(pipe, ClassPipeline):
+        if not args.labels:
+            raise ValueError(f"{args.pipeline} is class-conditional: pass --labels, e.g. --labels 3 3 7")
+        images = pipe(args.labels, guidance_scale=args.guidance_scale, method=args.method, **common)
+    else:
+        if args.labels:
+            raise ValueError(f"{args.pipeline} is unconditional: it takes --num-images, not --labels")
+        images = pipe(args.num_images, **common)
     import matplotlib.pyplot as plt
 
     grid = image_grid(images, nrow=args.nrow)
@@ -125,7 +132,10 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("sample", help="sample a grid of images from a shipped pipeline")
     p.add_argument("--pipeline", required=True, help="a shipped checkpoint name, e.g. tutorial-ddpm")
-    p.add_argument("--num-images", type=int, default=16)
+    p.add_argument("--num-images", type=int, default=16, help="unconditional pipelines: how many images")
+    p.add_argument("--labels", type=int, nargs="+", help="class-conditional pipelines: one label per image")
+    p.add_argument("--guidance-scale", type=float, default=3.0)
+    p.add_argument("--method", default="cfg", help="class guidance: cfg | classifier | none")
     p.add_argument("--steps", default=None, help="sampling steps or a respacing spec (100, ddim50, fast27)")
     p.add_argument("--sampler", default="ancestral", choices=["ancestral", "ddim"])
     p.add_argument("--eta", type=float, default=0.0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,7 @@ class TrainConfig:
 class Config:
     name: str
     description: str = ""
+    task: str = "diffusion"  # diffusion (a denoiser) | classifier (a noised classifier, model.out_channels classes)
     model: UNetConfig = field(default_factory=UNetConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -89,6 +91,7 @@ CHOICES = {
     "diffusion.loss_type": ("mse", "hybrid"),
     "data.dataset": ("digits",),
     "train.precision": ("auto", "fp32", "bf16", "fp16"),
+    "task": ("diffusion", "classifier"),
 }
 SECTIONS = {"model": UNetConfig, "diffusion": DiffusionConfig, "data": DataConfig, "train": TrainConfig}
 
@@ -129,12 +132,14 @@ def _build_section(cls: type, section: str, values: dict[str, Any]) -> Any:
         elif isinstance(default, bool):
             if not isinstance(value, bool):
                 raise ValueError(f"{section}.{key} must be true or false, got {value!r}")
-        elif isinstance(default, int) and not isinstance(value, bool):
+        elif isinstance(default, int):
             if isinstance(value, float) and value.is_integer():
                 value = int(value)
-            if not isinstance(value, int):
+            if not isinstance(value, int) or isinstance(value, bool):
                 raise ValueError(f"{section}.{key} must be an integer, got {value!r}")
         elif isinstance(default, float):
+            if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value.strip()):
+                value = float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
             if not isinstance(value, (int, float)) or isinstance(value, bool):
                 raise ValueError(f"{section}.{key} must be a number, got {value!r}")
             value = float(value)
@@ -148,12 +153,15 @@ def _build_section(cls: type, section: str, values: dict[str, Any]) -> Any:
 def config_from_dict(raw: dict[str, Any]) -> Config:
     """Build and validate a Config from a nested dict (the YAML's shape)."""
     raw = dict(raw)
-    top = {"name", "description", *SECTIONS}
+    top = {"name", "description", "task", *SECTIONS}
     for key in raw:
         if key not in top:
             raise ValueError(f"unknown top-level key {key!r}; valid keys: {', '.join(sorted(top))}")
     sections = {s: _build_section(cls, s, raw.get(s) or {}) for s, cls in SECTIONS.items()}
-    cfg = Config(name=raw.get("name", "custom"), description=raw.get("description", ""), **sections)
+    task = raw.get("task", "diffusion")
+    if task not in CHOICES["task"]:
+        raise ValueError(f"task = {task!r} is not valid; choose one of: {', '.join(CHOICES['task'])}")
+    cfg = Config(name=raw.get("name", "custom"), description=raw.get("description", ""), task=task, **sections)
     validate(cfg)
     return cfg
 
@@ -178,12 +186,16 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"data.p_uncond must be in [0, 1), got {cfg.data.p_uncond!r}")
     if cfg.data.p_uncond > 0 and m.num_classes == 0:
         raise ValueError("data.p_uncond > 0 needs a conditional model (model.num_classes > 0)")
-    if (d.model_var_type == "learned_range") != m.learn_sigma:
+    if cfg.task == "classifier":
+        if m.learn_sigma or m.num_classes or cfg.data.p_uncond:
+            raise ValueError("a classifier config (task: classifier) takes model.out_channels = number of classes and "
+                             "no model.learn_sigma, model.num_classes or data.p_uncond")
+    elif (d.model_var_type == "learned_range") != m.learn_sigma:
         raise ValueError(
             f"model.learn_sigma={m.learn_sigma} does not match diffusion.model_var_type={d.model_var_type!r}: "
             "learned_range needs learn_sigma: true, fixed_small/fixed_large need learn_sigma: false"
         )
-    if (d.loss_type == "hybrid") != (d.model_var_type == "learned_range"):
+    elif (d.loss_type == "hybrid") != (d.model_var_type == "learned_range"):
         raise ValueError(
             f"diffusion.loss_type={d.loss_type!r} does not fit diffusion.model_var_type={d.model_var_type!r}: only the "
             "hybrid loss trains a learned_range variance, so use hybrid with learned_range and mse with fixed_small/fixed_large")

@@ -42,14 +42,14 @@ def load_digits(image_size: int = 16, split: str = "train") -> tuple[torch.Tenso
 
 def load_photo(name: str = "astronaut", image_size: int = 64) -> torch.Tensor:
     """A scikit-image sample photo as [3, image_size, image_size] in [-1, 1] (center-cropped square)."""
-    from skimage import data
+    from skimage import data, util
 
     if name not in PHOTOS:
         raise ValueError(f"unknown photo {name!r}; choose one of: {', '.join(PHOTOS)}")
-    img = getattr(data, name)()
+    img = util.img_as_float32(getattr(data, name)())  # uint8 and bool images alike -> [0, 1]
     if img.ndim == 2:
         img = np.stack([img] * 3, axis=-1)
-    img = torch.from_numpy(img[..., :3].astype(np.float32) / 255.0).permute(2, 0, 1)
+    img = torch.from_numpy(np.ascontiguousarray(img[..., :3])).permute(2, 0, 1)
     side = min(img.shape[1:])
     top, left = (img.shape[1] - side) // 2, (img.shape[2] - side) // 2
     img = img[:, top:top + side, left:left + side]

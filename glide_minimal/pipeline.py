@@ -44,8 +44,11 @@ class DiffusionPipeline:
 
     def sample(self, num_images: int, *, steps: int | str | None = None, sampler: str = "ancestral",
                eta: float = 0.0, seed: int | None = 0, model_kwargs: dict | None = None, cond_fn=None,
-               progress: bool = False, return_trajectory: bool = False):
-        """x_0 in the model's [-1, 1] space, [N, C, H, W] (and a Trajectory with return_trajectory)."""
+               model_fn=None, progress: bool = False, return_trajectory: bool = False):
+        """x_0 in the model's [-1, 1] space, [N, C, H, W] (and a Trajectory with return_trajectory).
+
+        model_fn: a wrapped model (e.g. classifier-free guidance); default: the plain model.
+        """
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
         if num_images < 1:
@@ -55,15 +58,77 @@ class DiffusionPipeline:
         common = dict(model_kwargs=model_kwargs, cond_fn=cond_fn, generator=make_generator(seed, self.device),
                       device=self.device, progress=progress, return_trajectory=return_trajectory)
         diffusion = self.diffusion(steps)
+        model_fn = model_fn or self.model_fn
         if sampler == "ddim":
-            return ddim_sample_loop(diffusion, self.model_fn, shape, eta=eta, **common)
-        return p_sample_loop(diffusion, self.model_fn, shape, **common)
+            return ddim_sample_loop(diffusion, model_fn, shape, eta=eta, **common)
+        return p_sample_loop(diffusion, model_fn, shape, **common)
 
     def __call__(self, num_images: int = 16, *, steps: int | str | None = None, sampler: str = "ancestral",
                  eta: float = 0.0, seed: int | None = 0, progress: bool = False) -> torch.Tensor:
         """Sample images [N, C, H, W] in [0, 1]."""
         x = self.sample(num_images, steps=steps, sampler=sampler, eta=eta, seed=seed, progress=progress)
         return to_unit(x)
+
+
+class ClassPipeline(DiffusionPipeline):
+    """Class-conditional sampling with classifier-free or classifier guidance (chapters 2-3).
+
+        pipe = gm.load_pipeline("tutorial-digits")
+        images = pipe(labels=[3, 3, 7], guidance_scale=3.0, method="cfg", seed=0)
+
+    method="cfg": one model trained with 20 % null labels; eps = eps_u + s (eps_c - eps_u).
+    method="classifier": the model's unconditional branch (null label) steered by s * grad log p(y | x_t)
+    of the noised classifier. guidance_scale 0 gives the unconditional model in both cases.
+    """
+
+    METHODS = ("cfg", "classifier", "none")
+
+    def __init__(self, model, cfg: Config, device="cpu", classifier=None, classifier_name: str | None = None):
+        super().__init__(model, cfg, device)
+        self._classifier, self.classifier_name = classifier, classifier_name
+
+    @property
+    def classifier(self):
+        if self._classifier is None:
+            from . import pretrained
+
+            if self.classifier_name is None:
+                raise ValueError("method='classifier' needs a noised classifier; none is registered for this pipeline")
+            self._classifier, _ = pretrained.load_model(self.classifier_name, self.device)
+        return self._classifier
+
+    def check_labels(self, labels) -> torch.Tensor:
+        labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+        k = self.cfg.model.num_classes
+        bad = labels[(labels < 0) | (labels >= k)]
+        if len(bad):
+            raise ValueError(f"label {bad[0].item()} is out of range: this model knows classes 0..{k - 1}")
+        if len(labels) == 0:
+            raise ValueError("labels is empty: pass one class label per image, e.g. labels=[3, 3, 7]")
+        return labels.to(self.device)
+
+    def __call__(self, labels, *, guidance_scale: float = 3.0, method: str = "cfg", steps: int | str | None = None,
+                 sampler: str = "ancestral", eta: float = 0.0, seed: int | None = 0, progress: bool = False,
+                 return_trajectory: bool = False):
+        """One image per label: [N, C, H, W] in [0, 1]."""
+        from .diffusion.guidance import classifier_cond_fn, classifier_free_model_fn
+
+        if method not in self.METHODS:
+            raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(self.METHODS)}")
+        if guidance_scale < 0:
+            raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
+        labels = self.check_labels(labels)
+        null = torch.full_like(labels, self.cfg.model.num_classes)
+        kwargs, model_fn, cond_fn = {"labels": labels}, None, None
+        if method == "cfg":
+            model_fn = classifier_free_model_fn(self.model_fn, guidance_scale, {"labels": null}, self.cfg.model.out_channels)
+        elif method == "classifier":
+            kwargs, cond_fn = {"labels": null}, classifier_cond_fn(self.classifier, labels, guidance_scale)
+        out = self.sample(len(labels), steps=steps, sampler=sampler, eta=eta, seed=seed, model_kwargs=kwargs,
+                          cond_fn=cond_fn, model_fn=model_fn, progress=progress, return_trajectory=return_trajectory)
+        if return_trajectory:
+            return to_unit(out[0]), out[1]
+        return to_unit(out)
 
 
 def to_unit(x: torch.Tensor) -> torch.Tensor:
@@ -77,6 +142,10 @@ def load_pipeline(name: str, device: str | torch.device | None = None) -> Diffus
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, cfg = pretrained.load_model(name, device)
+    if cfg.task != "diffusion":
+        raise ValueError(f"{name!r} is a {cfg.task} checkpoint, not a diffusion model; pipelines: "
+                         f"{', '.join(n for n in pretrained.available() if pretrained.entry(n).get('kind') == 'diffusion')}")
     if cfg.model.num_classes:
-        raise NotImplementedError(f"{name!r} is class-conditional; its pipeline arrives with chapter 2")
+        classifier = f"{name}-classifier" if f"{name}-classifier" in pretrained.available() else None
+        return ClassPipeline(model, cfg, device, classifier_name=classifier)
     return DiffusionPipeline(model, cfg, device)

@@ -81,7 +81,8 @@ def publish(name: str, state_dict: dict[str, torch.Tensor], config: dict, *, rec
     config_path = root / f"{name}.json"
     atomic_write_bytes(config_path, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
     entries = manifest(root)
-    entries[name] = {"file": path.name, "config": config_path.name, "sha256": sha256_file(path),
+    kind = config.get("kind") or config.get("task", "diffusion")
+    entries[name] = {"file": path.name, "config": config_path.name, "kind": kind, "sha256": sha256_file(path),
                      "config_sha256": sha256_file(config_path), "dtype": str(dtype).removeprefix("torch."), **record}
     payload = json.dumps({"checkpoints": dict(sorted(entries.items()))}, indent=2) + "\n"
     atomic_write_bytes(root / "MANIFEST.json", payload.encode())
@@ -109,6 +110,9 @@ def load_model(name: str, device: str | torch.device = "cpu"):
     from .models import build_model
 
     weights, config = load_weights(name)
+    if "kind" in config:
+        raise ValueError(f"{name!r} is a {config['kind']!r} checkpoint, not a diffusion model; "
+                         "load it with its own loader (e.g. pretrained.load_evaluator)")
     cfg = config_from_dict(config)
     model = build_model(cfg)
     load_state_dict_into(model, weights, name)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
@@ -112,12 +113,23 @@ class Trainer:
         drop = torch.rand(n, generator=g) < cfg.data.p_uncond
         local = slice(self.rank * n // self.world, (self.rank + 1) * n // self.world)
         idx, t, noise, drop = idx[local], t[local], noise[local], drop[local]
-        kwargs = {}
+        idx = idx.to(self.device)
+        kwargs = {"labels": self.labels[idx]} if cfg.task == "classifier" else {}
         if cfg.model.num_classes > 0:
-            labels = self.labels[idx.to(self.device)].clone()
+            labels = self.labels[idx].clone()
             labels[drop.to(self.device)] = cfg.model.num_classes  # the null label (classifier-free guidance)
             kwargs["labels"] = labels
-        return self.images[idx.to(self.device)], t.to(self.device), noise.to(self.device), kwargs
+        return self.images[idx], t.to(self.device), noise.to(self.device), kwargs
+
+    def loss_terms(self, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, kwargs: dict) -> dict:
+        """Per-example terms [N] with a 'loss' among them, for the config's task."""
+        if self.cfg.task == "classifier":
+            # A noised classifier learns p(y | x_t, t) on images noised exactly as the sampler will see them.
+            logits = self.ddp(self.diffusion.q_sample(x_start, t, noise), self.diffusion.model_timesteps(t))
+            labels = kwargs["labels"]
+            return {"loss": F.cross_entropy(logits.float(), labels, reduction="none"),
+                    "accuracy": (logits.argmax(-1) == labels).float()}
+        return self.diffusion.training_losses(self.ddp, x_start, t, noise, kwargs)
 
     # -- one step ----------------------------------------------------------------------------------
     def train_step(self) -> dict:
@@ -131,9 +143,10 @@ class Trainer:
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed((self.cfg.train.seed * 7919 + step * 104_729 + self.rank) % (2**63))  # dropout masks
             with autocast:
-                terms = self.diffusion.training_losses(self.ddp, x_start, t, noise, kwargs)
+                terms = self.loss_terms(x_start, t, noise, kwargs)
             loss = terms["loss"].mean()
-            stats = torch.stack([terms[k].mean().detach().float() for k in ("loss", "mse", "vb") if k in terms])
+            names = ["loss"] + sorted(k for k in terms if k != "loss")
+            stats = torch.stack([terms[k].mean().detach().float() for k in names])
             if self.world > 1:
                 dist.all_reduce(stats)
                 stats /= self.world
@@ -152,13 +165,12 @@ class Trainer:
             for p_ema, p in zip(self.ema.parameters(), self.model.parameters()):
                 p_ema.lerp_(p, 1.0 - self.cfg.train.ema_rate)
         self.step += 1
-        names = [k for k in ("loss", "mse", "vb") if k in terms]
         return {"step": self.step, **{k: round(v, 6) for k, v in zip(names, stats.tolist())},
                 "lr": self.lr_at(step), "grad_norm": round(float(grad_norm), 4)}
 
     def run(self, max_steps: int | None = None) -> dict:
         """Train until max_steps (default train.max_steps); checkpoint every train.ckpt_every and at the end."""
-        max_steps = max_steps or self.cfg.train.max_steps
+        max_steps = self.cfg.train.max_steps if max_steps is None else max_steps
         tcfg = self.cfg.train
         start_step, start, wall_before = self.step, time.perf_counter(), self.wall_time_s
         bar = tqdm(total=max_steps, initial=self.step, disable=not self.progress or self.rank != 0, desc="train")
@@ -227,8 +239,13 @@ class Trainer:
         """After a resume, drop log rows written after the checkpoint (they will be replayed)."""
         log = self.out_dir / "log.jsonl"
         if log.exists():
-            rows = [r for r in log.read_text().splitlines() if r.strip()]
-            keep = [r for r in rows if json.loads(r)["step"] <= self.step]
+            keep = []
+            for row in log.read_text().splitlines():
+                try:
+                    if json.loads(row)["step"] <= self.step:
+                        keep.append(row)
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    continue  # a row cut short by a crash mid-write
             log.write_text("".join(r + "\n" for r in keep))
 
 

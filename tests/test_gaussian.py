@@ -42,7 +42,8 @@ def bayes_posterior(betas: np.ndarray, x_start: torch.Tensor, x_t: torch.Tensor,
     alpha, beta = 1.0 - betas[t], betas[t]
     precision = 1.0 / (1.0 - a_prev) + alpha / beta
     variance = column(1.0 / precision, x_t)
-    mean = variance * (column(np.sqrt(a_prev) / (1.0 - a_prev), x_t) * x_start + column(np.sqrt(alpha) / beta, x_t) * x_t)
+    mean = variance * (column(np.sqrt(a_prev) / (1.0 - a_prev), x_t) * x_start
+                       + column(np.sqrt(alpha) / beta, x_t) * x_t)
     return mean, variance
 
 

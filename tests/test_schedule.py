@@ -108,9 +108,6 @@ def test_step_count_outside_1_to_T_is_an_error(spec):
         space_timesteps(1000, spec)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: the 1000/T rescaled linear schedule gives beta_T = 20/T >= 1 for T <= 20 "
-                                       "(alpha-bar_T = 0 or negative alphas, so infinities and NaNs downstream); "
-                                       "get_named_beta_schedule should refuse it")
 @pytest.mark.parametrize("num_timesteps", [10, 20])
 def test_linear_schedule_with_too_few_steps_for_betas_below_one_is_an_error(num_timesteps):
     with pytest.raises(ValueError, match="num_timesteps"):

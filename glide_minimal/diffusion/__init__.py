@@ -1,7 +1,8 @@
 """Diffusion: schedules, the Gaussian process and its losses, samplers, guidance. Knows nothing about networks."""
+from . import guidance
 from .gaussian import GaussianDiffusion
 from .sampling import Trajectory, ddim_sample_loop, p_sample_loop
 from .schedule import get_named_beta_schedule, space_timesteps
 
-__all__ = ["GaussianDiffusion", "Trajectory", "ddim_sample_loop", "get_named_beta_schedule", "p_sample_loop",
+__all__ = ["GaussianDiffusion", "guidance", "Trajectory", "ddim_sample_loop", "get_named_beta_schedule", "p_sample_loop",
            "space_timesteps"]

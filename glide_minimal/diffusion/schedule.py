@@ -25,6 +25,9 @@ def get_named_beta_schedule(name: str, num_timesteps: int) -> np.ndarray:
     """betas [T] in float64 for a named schedule."""
     if name == "linear":
         scale = 1000.0 / num_timesteps  # keeps the total noise of a T=1000 chain for any T
+        if scale * 0.02 >= 1.0:
+            raise ValueError(f"the linear schedule needs num_timesteps > 20 (its last beta, 0.02 * 1000 / T = "
+                             f"{scale * 0.02:g}, must stay below 1), got {num_timesteps}; use squaredcos_cap_v2")
         return np.linspace(scale * 1e-4, scale * 0.02, num_timesteps, dtype=np.float64)
     if name == "squaredcos_cap_v2":
         # Nichol & Dhariwal (2021) Eq. (17), offset s = 0.008 so beta_0 is not vanishingly small.

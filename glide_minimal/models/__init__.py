@@ -6,6 +6,7 @@ import contextlib
 import torch
 
 from .layers import AttentionBlock, ResBlock, timestep_embedding
+from .classifier import NoisedClassifier
 from .unet import UNet
 
 
@@ -16,7 +17,7 @@ def build_model(cfg, device: str | torch.device | None = None) -> torch.nn.Modul
     if not isinstance(cfg, Config):
         cfg = load_config(cfg)
     with torch.device(device) if device is not None else contextlib.nullcontext():
-        return UNet(cfg.model)
+        return NoisedClassifier(cfg.model) if cfg.task == "classifier" else UNet(cfg.model)
 
 
-__all__ = ["AttentionBlock", "ResBlock", "UNet", "build_model", "timestep_embedding"]
+__all__ = ["AttentionBlock", "NoisedClassifier", "ResBlock", "UNet", "build_model", "timestep_embedding"]

@@ -33,7 +33,8 @@ class GroupNorm32(nn.GroupNorm):
 
 
 def normalization(channels: int) -> nn.Module:
-    return GroupNorm32(min(32, channels), channels)
+    """GroupNorm with 32 groups as in ADM, or the largest group count dividing `channels` (e.g. 16 for 48)."""
+    return GroupNorm32(math.gcd(32, channels), channels)
 
 
 def zero_module(module: nn.Module) -> nn.Module:

@@ -89,7 +89,8 @@ class UNet(nn.Module):
             if labels is None:
                 raise ValueError("this model is class-conditional: pass labels (use the null label "
                                  f"{self.cfg.num_classes} for unconditional)")
-            if labels.min() < 0 or labels.max() > self.cfg.num_classes:
+            # Checked on the CPU only: on a GPU the check would synchronise every step (pipelines check labels first).
+            if labels.device.type == "cpu" and (labels.min() < 0 or labels.max() > self.cfg.num_classes):
                 bad = labels[(labels < 0) | (labels > self.cfg.num_classes)][0].item()
                 raise ValueError(f"label {bad} out of range: valid labels are 0..{self.cfg.num_classes - 1}, "
                                  f"and {self.cfg.num_classes} means 'no label'")

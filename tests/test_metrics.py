@@ -1,0 +1,155 @@
+"""Sample-quality measures and the shipped data sets (glide_minimal/metrics.py, glide_minimal/datasets.py)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from glide_minimal.datasets import DIGITS_TEST_SIZE, PHOTOS, load_digits, load_photo
+from glide_minimal.metrics import (MAX_CLASS_ENTROPY, DigitClassifier, DigitEvaluator, frechet_distance,
+                                   mean_pairwise_distance, precision_recall)
+
+
+def features(n: int = 300, dim: int = 4, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, dim, generator=g) @ torch.randn(dim, dim, generator=g)  # correlated features
+
+
+# -- metrics ------------------------------------------------------------------------------------------
+
+def test_frechet_distance_of_a_set_with_itself_is_zero():
+    a = features()
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_frechet_distance_of_a_shift_is_its_squared_length_and_grows_with_it():
+    a, direction = features(), torch.tensor([1.0, -2.0, 0.5, 0.0])
+    distances = [frechet_distance(a, a + s * direction) for s in (0.5, 1.0, 2.0)]
+    assert distances == pytest.approx([s**2 * 5.25 for s in (0.5, 1.0, 2.0)], rel=1e-5)  # |direction|^2 = 5.25
+
+
+def test_frechet_distance_sees_a_change_of_spread():
+    a = features()
+    assert frechet_distance(a, 2 * a) > 0.1 * a.var(0).sum().item()
+
+
+def test_precision_recall_of_identical_sets_is_one_one():
+    a = features()
+    assert precision_recall(a, a.clone()) == (1.0, 1.0)
+
+
+def test_precision_recall_of_disjoint_far_sets_is_zero_zero():
+    a = features()
+    assert precision_recall(a, a + 1000.0) == (0.0, 0.0)
+
+
+def test_precision_recall_of_a_collapsed_fake_set_has_precision_but_no_recall():
+    real = features(200)
+    fake = real[:1].repeat(200, 1) + 1e-4 * features(200, seed=1)  # mode collapse onto one real sample
+    precision, recall = precision_recall(real, fake)
+    assert precision == 1.0 and recall < 0.05
+
+
+def test_mean_pairwise_distance_of_a_3_4_5_triangle_is_4():
+    points = torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 4.0]])
+    assert mean_pairwise_distance(points) == pytest.approx(4.0)
+
+
+def test_digit_classifier_rejects_the_wrong_image_shape():
+    model = DigitClassifier(16)
+    with pytest.raises(ValueError, match=r"takes \[N, 1, 16, 16\] images in \[0, 1\], got shape \(2, 1, 8, 8\)"):
+        model(torch.zeros(2, 1, 8, 8))
+    with pytest.raises(ValueError, match=r"got shape \(1, 16, 16\)"):
+        model.features(torch.zeros(1, 16, 16))
+    assert model(torch.zeros(2, 1, 16, 16)).shape == (2, 10)
+    assert model.features(torch.zeros(2, 1, 16, 16)).shape == (2, 128)
+
+
+def test_evaluator_quality_reports_every_measure():
+    torch.manual_seed(0)
+    evaluator = DigitEvaluator(DigitClassifier(8))
+    g = torch.Generator().manual_seed(0)
+    images, reference = torch.rand(20, 1, 8, 8, generator=g), torch.rand(20, 1, 8, 8, generator=g)
+    q = evaluator.quality(images, reference)
+    assert set(q) == {"confidence", "class_entropy", "fd", "precision", "recall", "diversity"}
+    assert 0.1 <= q["confidence"] <= 1 and 0 <= q["class_entropy"] <= MAX_CLASS_ENTROPY + 1e-9
+    assert MAX_CLASS_ENTROPY == pytest.approx(math.log2(10))
+    labels = evaluator.probs(images).argmax(-1)
+    assert evaluator.accuracy(images, labels) == 1.0
+    assert evaluator.accuracy(images, (labels + 1) % 10) == 0.0
+
+
+# -- data sets ----------------------------------------------------------------------------------------
+
+def digit_indices(images_8px: torch.Tensor) -> list[int]:
+    """Each 8x8 image's index in scikit-learn's digits (its 1,797 images are all distinct)."""
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    raw = sk_load_digits().images.reshape(-1, 64).astype(np.float32) / 16.0 * 2 - 1
+    lookup = {row.tobytes(): i for i, row in enumerate(raw)}
+    assert len(lookup) == len(raw)
+    return [lookup[row.tobytes()] for row in images_8px.reshape(len(images_8px), 64).numpy()]
+
+
+def test_digits_splits_are_disjoint_and_cover_the_data_set():
+    train_x, train_y = load_digits(8, "train")
+    test_x, test_y = load_digits(8, "test")
+    assert (len(train_x), len(test_x)) == (1500, DIGITS_TEST_SIZE) and 1500 + 297 == 1797
+    train_idx, test_idx = digit_indices(train_x), digit_indices(test_x)
+    assert not set(train_idx) & set(test_idx)
+    assert sorted(train_idx + test_idx) == list(range(1797))
+    assert len(load_digits(8, "all")[0]) == 1797
+    # labels travel with their images
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    target = sk_load_digits().target
+    assert train_y.tolist() == target[train_idx].tolist() and test_y.tolist() == target[test_idx].tolist()
+
+
+@pytest.mark.parametrize("image_size", [8, 16])
+def test_digits_shape_range_and_labels(image_size):
+    images, labels = load_digits(image_size, "test")
+    assert images.shape == (297, 1, image_size, image_size) and images.dtype == torch.float32
+    assert images.min() == -1.0 and images.max() == 1.0
+    assert labels.dtype == torch.int64 and set(labels.tolist()) == set(range(10))
+
+
+def test_digits_split_is_the_same_every_time():
+    assert torch.equal(load_digits(8, "test")[0], load_digits(8, "test")[0])
+
+
+def test_digits_unknown_split_error_lists_the_splits():
+    with pytest.raises(ValueError, match="unknown split 'val'; choose one of: train, test, all"):
+        load_digits(16, "val")
+
+
+@pytest.mark.parametrize("image_size", [12, 4])
+def test_digits_image_size_must_be_a_power_of_two_from_8(image_size):
+    with pytest.raises(ValueError, match=f"image_size must be a power of two >= 8, got {image_size}"):
+        load_digits(image_size)
+
+
+@pytest.mark.parametrize("name", PHOTOS)
+def test_photo_shape_and_range(name):
+    photo = load_photo(name, 32)
+    assert photo.shape == (3, 32, 32) and photo.dtype == torch.float32
+    assert photo.min() >= -1 and photo.max() <= 1
+
+
+@pytest.mark.parametrize("name", PHOTOS)
+def test_photo_keeps_the_brightness_of_the_original(name):
+    from skimage import data, util
+
+    original = util.img_as_float(getattr(data, name)())  # [0, 1] whatever the stored dtype (uint8, bool)
+    h, w = original.shape[:2]
+    side = min(h, w)
+    crop = original[(h - side) // 2:(h - side) // 2 + side, (w - side) // 2:(w - side) // 2 + side]
+    photo = load_photo(name, 64)
+    assert photo.mean().item() == pytest.approx(crop.mean() * 2 - 1, abs=0.05)
+
+
+def test_unknown_photo_error_lists_the_choices():
+    with pytest.raises(ValueError, match=f"unknown photo 'dog'; choose one of: {', '.join(PHOTOS)}"):
+        load_photo("dog")
