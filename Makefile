@@ -71,14 +71,16 @@ test-unit: venv
 	$(UNIT_ENV) $(BIN)/python -m pytest tests -x -q -n $(JOBS)
 
 # Strict nbval: stored outputs must match a fresh execution (text, after tests/nbval_sanitize.cfg).
-# --dist loadfile keeps each notebook on one kernel; -p no:cacheprovider leaves no .pytest_cache.
+# One notebook at a time: each sets torch.set_num_threads(2), and two 2-thread kernels on 2 cores
+# slow each other down several-fold (OpenMP threads spin while they wait). -p no:cacheprovider
+# leaves no .pytest_cache.
 test-notebooks: venv
 ifeq ($(strip $(NOTEBOOKS)),)
 	@echo "no book/*.ipynb yet: nbval skipped"
 else
 	$(BIN)/python -m pytest --nbval --nbval-current-env book/ \
 		--nbval-sanitize-with tests/nbval_sanitize.cfg \
-		-n $(JOBS) --dist loadfile -p no:cacheprovider
+		-p no:xdist -p no:cacheprovider
 endif
 
 # A fresh build: Sphinx only reports warnings for pages it re-reads, so an incremental build could

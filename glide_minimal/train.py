@@ -202,7 +202,8 @@ class Trainer:
     def save(self) -> None:
         if self.rank == 0:
             meta = {"step": self.step, "config": self.cfg.to_dict(), "format": "glide-minimal-train/1",
-                    "wall_time_s": self.wall_time_s}
+                    "wall_time_s": self.wall_time_s,
+                    "grad_scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None}
             save_tensors(self.out_dir / CHECKPOINT, self.state_tensors(), meta)
         if self.world > 1:
             dist.barrier()
@@ -225,6 +226,8 @@ class Trainer:
         self.opt.load_state_dict(opt_state)
         self.step = int(meta["step"])
         self.wall_time_s = float(meta.get("wall_time_s", 0.0))
+        if meta.get("grad_scaler") and self.scaler.is_enabled():  # fp16: resume the loss scale too
+            self.scaler.load_state_dict(meta["grad_scaler"])
 
     def _saved_step(self) -> int | None:
         path = self.out_dir / CHECKPOINT

@@ -140,3 +140,18 @@ def test_classifier_config_rejects_diffusion_only_keys():
         load_config("tutorial-digits-classifier", {"model.learn_sigma": True})
     with pytest.raises(ValueError, match="task = 'regressor' is not valid; choose one of: diffusion, classifier"):
         load_config({"name": "x", "task": "regressor"})
+
+
+def test_cli_samples_a_class_pipeline_and_asks_for_labels(tmp_path, monkeypatch, capsys):
+    from glide_minimal import pretrained
+    from glide_minimal.cli import main
+
+    cfg = load_config("tutorial-digits", SMALL)
+    pretrained.publish("tiny-digits", build_model(cfg).state_dict(), cfg.to_dict(), record={"command": "test"}, root=tmp_path)
+    monkeypatch.setenv("GLIDE_MINIMAL_CHECKPOINTS", str(tmp_path))
+    out = tmp_path / "grid.png"
+    assert main(["sample", "--pipeline", "tiny-digits", "--out", str(out), "--no-progress"]) == 2
+    assert "class-conditional: pass --labels" in capsys.readouterr().err
+    assert main(["sample", "--pipeline", "tiny-digits", "--labels", "3", "7", "--steps", "5", "--out", str(out),
+                 "--no-progress"]) == 0
+    assert out.exists() and "2 images" in capsys.readouterr().out

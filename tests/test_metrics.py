@@ -153,3 +153,14 @@ def test_photo_keeps_the_brightness_of_the_original(name):
 def test_unknown_photo_error_lists_the_choices():
     with pytest.raises(ValueError, match=f"unknown photo 'dog'; choose one of: {', '.join(PHOTOS)}"):
         load_photo("dog")
+
+
+def test_kernel_distance_is_near_zero_for_one_distribution_and_grows_with_a_shift():
+    from glide_minimal.metrics import kernel_distance
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(200, 16, generator=g), torch.randn(200, 16, generator=g)
+    same = kernel_distance(a, b)
+    assert abs(same) < 0.05
+    assert kernel_distance(a, b + 0.5) > same + 0.1
+    assert kernel_distance(a, b + 1.0) > kernel_distance(a, b + 0.5)
