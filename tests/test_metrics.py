@@ -73,7 +73,7 @@ def test_evaluator_quality_reports_every_measure():
     g = torch.Generator().manual_seed(0)
     images, reference = torch.rand(20, 1, 8, 8, generator=g), torch.rand(20, 1, 8, 8, generator=g)
     q = evaluator.quality(images, reference)
-    assert set(q) == {"confidence", "class_entropy", "fd", "precision", "recall", "diversity"}
+    assert set(q) == {"confidence", "class_entropy", "fd", "kid", "precision", "recall", "diversity"}
     assert 0.1 <= q["confidence"] <= 1 and 0 <= q["class_entropy"] <= MAX_CLASS_ENTROPY + 1e-9
     assert MAX_CLASS_ENTROPY == pytest.approx(math.log2(10))
     labels = evaluator.probs(images).argmax(-1)
