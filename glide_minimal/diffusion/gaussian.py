@@ -103,7 +103,6 @@ class GaussianDiffusion:
         self.posterior_mean_coef1 = betas * np.sqrt(self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
         self.posterior_mean_coef2 = (1.0 - self.alphas_cumprod_prev) * np.sqrt(alphas) / (1.0 - self.alphas_cumprod)
         self._tables: dict[tuple, torch.Tensor] = {}
-        self._map_tensor = torch.tensor(self.timestep_map, dtype=torch.long)
 
     @classmethod
     def from_config(cls, cfg, respacing: str | None = None) -> "GaussianDiffusion":
@@ -123,7 +122,10 @@ class GaussianDiffusion:
 
     def model_timesteps(self, t: torch.Tensor) -> torch.Tensor:
         """Index into this chain -> the original timestep the model was trained with."""
-        return self._map_tensor.to(t.device)[t]
+        key = ("timestep_map", t.device)
+        if key not in self._tables:  # cached per device: no host-to-device copy at every step
+            self._tables[key] = torch.tensor(self.timestep_map, dtype=torch.long, device=t.device)
+        return self._tables[key][t]
 
     # -- forward process ---------------------------------------------------------------------------
     def q_mean_variance(self, x_start: torch.Tensor, t: torch.Tensor):
