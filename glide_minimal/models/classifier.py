@@ -14,7 +14,7 @@ from torch import nn
 
 from ..config import UNetConfig
 from .layers import AttentionBlock, ResBlock, normalization, timestep_embedding
-from .unet import EmbedSequential
+from .unet import EmbedSequential, encoder_blocks
 
 
 class AttentionPool2d(nn.Module):
@@ -45,18 +45,8 @@ class NoisedClassifier(nn.Module):
         emb_dim = 4 * ch
         self.time_embed = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         res = lambda c_in, c_out=None, **kw: ResBlock(c_in, emb_dim, cfg.dropout, c_out, cfg.use_scale_shift_norm, **kw)
-        size = cfg.image_size
-        self.input_blocks = nn.ModuleList([EmbedSequential([nn.Conv2d(cfg.in_channels, ch, 3, padding=1)])])
-        for level, mult in enumerate(cfg.channel_mult):
-            for _ in range(cfg.num_res_blocks):
-                layers = [res(ch, mult * cfg.model_channels)]
-                ch = mult * cfg.model_channels
-                if size in cfg.attention_resolutions:
-                    layers.append(AttentionBlock(ch, cfg.num_head_channels))
-                self.input_blocks.append(EmbedSequential(layers))
-            if level != len(cfg.channel_mult) - 1:
-                self.input_blocks.append(EmbedSequential([res(ch, down=True)]))
-                size //= 2
+        self.input_blocks, channels = encoder_blocks(cfg, res, lambda c: AttentionBlock(c, cfg.num_head_channels))
+        ch, size = channels[-1], cfg.image_size // 2 ** (len(cfg.channel_mult) - 1)
         self.middle_block = EmbedSequential([res(ch), AttentionBlock(ch, cfg.num_head_channels), res(ch)])
         self.out = nn.Sequential(normalization(ch), nn.SiLU(),
                                  AttentionPool2d(size, ch, cfg.num_head_channels, cfg.out_channels))

@@ -9,6 +9,8 @@ eps (and, with learn_sigma, the variance interpolation v).
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -30,6 +32,28 @@ class EmbedSequential(nn.ModuleList):
         return x
 
 
+def encoder_blocks(cfg: UNetConfig, res: Callable[..., ResBlock], attn: Callable[[int], AttentionBlock]):
+    """The U-Net's encoder half: a 3x3 conv, then per level num_res_blocks ResBlocks (+ attention at the
+    attention_resolutions) and, between levels, a 2x down-sampling. Shared by the U-Net and the noised
+    classifier. Returns (blocks, output channels of every block: the decoder's skip connections)."""
+    ch, size = cfg.model_channels, cfg.image_size
+    blocks = nn.ModuleList([EmbedSequential([nn.Conv2d(cfg.in_channels, ch, 3, padding=1)])])
+    channels = [ch]
+    for level, mult in enumerate(cfg.channel_mult):
+        for _ in range(cfg.num_res_blocks):
+            layers = [res(ch, mult * cfg.model_channels)]
+            ch = mult * cfg.model_channels
+            if size in cfg.attention_resolutions:
+                layers.append(attn(ch))
+            blocks.append(EmbedSequential(layers))
+            channels.append(ch)
+        if level != len(cfg.channel_mult) - 1:
+            blocks.append(EmbedSequential([res(ch, down=True) if cfg.resblock_updown else Downsample(ch)]))
+            channels.append(ch)
+            size //= 2
+    return blocks, channels
+
+
 class UNet(nn.Module):
     """eps_theta(x_t, t[, labels]): [N, in_channels, H, W] -> [N, out_channels (x2 if learn_sigma), H, W]."""
 
@@ -48,22 +72,8 @@ class UNet(nn.Module):
         def attn(c: int) -> AttentionBlock:
             return AttentionBlock(c, cfg.num_head_channels, context_channels)
 
-        size = cfg.image_size
-        self.input_blocks = nn.ModuleList([EmbedSequential([nn.Conv2d(cfg.in_channels, ch, 3, padding=1)])])
-        skip_channels = [ch]
-        for level, mult in enumerate(cfg.channel_mult):
-            for _ in range(cfg.num_res_blocks):
-                layers = [res(ch, mult * cfg.model_channels)]
-                ch = mult * cfg.model_channels
-                if size in cfg.attention_resolutions:
-                    layers.append(attn(ch))
-                self.input_blocks.append(EmbedSequential(layers))
-                skip_channels.append(ch)
-            if level != len(cfg.channel_mult) - 1:
-                down = res(ch, down=True) if cfg.resblock_updown else Downsample(ch)
-                self.input_blocks.append(EmbedSequential([down]))
-                skip_channels.append(ch)
-                size //= 2
+        self.input_blocks, skip_channels = encoder_blocks(cfg, res, attn)
+        ch, size = skip_channels[-1], cfg.image_size // 2 ** (len(cfg.channel_mult) - 1)
 
         self.middle_block = EmbedSequential([res(ch), attn(ch), res(ch)])
 
