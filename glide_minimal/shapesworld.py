@@ -1,0 +1,136 @@
+"""ShapesWorld: a procedural, captioned image world for the text chapters (DESIGN.md section 4).
+
+Every caption is exactly true because the image is drawn from it. Images are rendered at 256 px and
+area-averaged down, so a 16 px image is exactly the 4x4 average of the 64 px one: an upsampler has true
+high-resolution targets. All randomness comes from a torch.Generator. (Chapter 4 builds on this; masks
+for inpainting come with chapter 7.)
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+SHAPES = ("circle", "square", "triangle", "cross")
+COLORS = {"red": (230, 25, 25), "green": (25, 200, 25), "blue": (40, 80, 255), "yellow": (240, 220, 30),
+          "magenta": (220, 40, 220), "cyan": (30, 210, 220)}
+SIZES = {"small": 0.35, "large": 0.6}  # side of the object's bounding box, as a fraction of the canvas
+POSITIONS = ("top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right")
+RENDER_SIZE = 256  # every resolution is an area-average of this render
+
+
+@dataclass(frozen=True)
+class ShapeObject:
+    """One object: its attributes, and its bounding-box center (x, y) in [0, 1] canvas coordinates."""
+
+    shape: str
+    color: str
+    size: str
+    position: str
+    center: tuple[float, float]
+
+    def phrase(self) -> str:
+        return f"a {self.size} {self.color} {self.shape}"
+
+
+def caption(objects: list[ShapeObject]) -> str:
+    """"a large red circle in the top left" (one object); "a small blue square and a large yellow cross" (two)."""
+    if len(objects) == 1:
+        place = "in the center" if objects[0].position == "center" else (
+            f"on the {objects[0].position}" if objects[0].position in ("left", "right") else f"in the {objects[0].position}")
+        return f"{objects[0].phrase()} {place}"
+    return " and ".join(o.phrase() for o in objects)
+
+
+def grid_center(position: str, size: str) -> tuple[float, float]:
+    """The center of a 3x3-grid position for an object of this size, kept fully inside the canvas."""
+    row, col = divmod(POSITIONS.index(position), 3)
+    half = SIZES[size] / 2
+    reach = 0.5 - half - 0.02  # how far from the middle the center may go
+    return 0.5 + (col - 1) * reach, 0.5 + (row - 1) * reach
+
+
+def _mask(shape: str, center: tuple[float, float], side: float, n: int) -> torch.Tensor:
+    """A [n, n] boolean mask of a shape whose bounding box has the given side (fraction of the canvas)."""
+    coords = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    y, x = torch.meshgrid(coords, coords, indexing="ij")
+    dx, dy = (x - center[0]) / (side / 2), (y - center[1]) / (side / 2)  # [-1, 1] inside the bounding box
+    if shape == "circle":
+        return dx**2 + dy**2 <= 1
+    if shape == "square":
+        return (dx.abs() <= 0.85) & (dy.abs() <= 0.85)
+    if shape == "triangle":  # apex up, base at the bottom of the box
+        return (dy <= 1) & (dy >= -1) & (dx.abs() <= (dy + 1) / 2)
+    if shape == "cross":
+        return ((dx.abs() <= 1) & (dy.abs() <= 0.3)) | ((dy.abs() <= 1) & (dx.abs() <= 0.3))
+    raise ValueError(f"unknown shape {shape!r}; choose one of: {', '.join(SHAPES)}")
+
+
+def render(objects: list[ShapeObject], image_size: int = 64) -> torch.Tensor:
+    """[3, image_size, image_size] in [0, 1]: the objects on a black canvas (area-averaged from 256 px)."""
+    if image_size < 1 or RENDER_SIZE % image_size:
+        raise ValueError(f"image_size must divide {RENDER_SIZE} (e.g. 16, 32, 64, 128, 256), got {image_size}")
+    canvas = torch.zeros(3, RENDER_SIZE, RENDER_SIZE, dtype=torch.float64)
+    for obj in objects:
+        m = _mask(obj.shape, obj.center, SIZES[obj.size], RENDER_SIZE)
+        canvas[:, m] = torch.tensor(COLORS[obj.color], dtype=torch.float64)[:, None] / 255
+    if image_size != RENDER_SIZE:
+        canvas = F.avg_pool2d(canvas[None], RENDER_SIZE // image_size)[0]
+    return canvas.float()
+
+
+def all_combinations() -> list[tuple[str, str, str, str]]:
+    """Every single-object (shape, color, size, position): 4 * 6 * 2 * 9 = 432."""
+    return list(itertools.product(SHAPES, COLORS, SIZES, POSITIONS))
+
+
+class ShapesWorld:
+    """Random captioned scenes. held_out: (shape, color) pairs never produced unless split="held_out".
+
+    sample(n, generator) -> (images [n, 3, H, W] in [0, 1], captions, objects per image).
+    """
+
+    def __init__(self, image_size: int = 16, max_objects: int = 1,
+                 held_out: tuple[tuple[str, str], ...] = (("triangle", "magenta"), ("cross", "cyan"))):
+        if max_objects not in (1, 2):
+            raise ValueError(f"max_objects must be 1 or 2, got {max_objects}")
+        for shape, color in held_out:
+            if shape not in SHAPES or color not in COLORS:
+                raise ValueError(f"held-out pair ({shape!r}, {color!r}): shapes are {', '.join(SHAPES)}; "
+                                 f"colors are {', '.join(COLORS)}")
+        render([], image_size)  # validates the size
+        self.image_size, self.max_objects, self.held_out = image_size, max_objects, set(held_out)
+
+    def _pick(self, generator: torch.Generator, split: str) -> tuple[str, str]:
+        while True:
+            shape = SHAPES[torch.randint(len(SHAPES), (1,), generator=generator).item()]
+            color = list(COLORS)[torch.randint(len(COLORS), (1,), generator=generator).item()]
+            if ((shape, color) in self.held_out) == (split == "held_out"):
+                return shape, color
+
+    def scene(self, generator: torch.Generator, split: str = "train") -> list[ShapeObject]:
+        if split not in ("train", "held_out"):
+            raise ValueError(f"unknown split {split!r}; choose one of: train, held_out")
+        count = 1 if self.max_objects == 1 else 1 + torch.randint(2, (1,), generator=generator).item()
+        while True:
+            objects = []
+            for _ in range(count):
+                shape, color = self._pick(generator, split)
+                size = list(SIZES)[torch.randint(len(SIZES), (1,), generator=generator).item()]
+                position = POSITIONS[torch.randint(len(POSITIONS), (1,), generator=generator).item()]
+                objects.append(ShapeObject(shape, color, size, position, grid_center(position, size)))
+            if count == 1 or not _overlap(objects[0], objects[1]):
+                return objects
+
+    def sample(self, n: int, generator: torch.Generator, split: str = "train"):
+        scenes = [self.scene(generator, split) for _ in range(n)]
+        images = torch.stack([render(s, self.image_size) for s in scenes])
+        return images, [caption(s) for s in scenes], scenes
+
+
+def _overlap(a: ShapeObject, b: ShapeObject) -> bool:
+    """Bounding boxes intersect (with a small gap), so the two objects could touch."""
+    half = (SIZES[a.size] + SIZES[b.size]) / 2 + 0.02
+    return abs(a.center[0] - b.center[0]) < half and abs(a.center[1] - b.center[1]) < half

@@ -1,0 +1,65 @@
+"""ShapesWorld: captions are true, resolutions are consistent, held-out pairs stay held out."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from glide_minimal import shapesworld as sw
+
+
+def scene(shape="circle", color="red", size="large", position="top left"):
+    return [sw.ShapeObject(shape, color, size, position, sw.grid_center(position, size))]
+
+
+def test_low_resolution_is_the_area_average_of_high_resolution():
+    objects = scene("triangle", "blue", "small", "bottom right")
+    torch.testing.assert_close(sw.render(objects, 16), F.avg_pool2d(sw.render(objects, 64)[None], 4)[0])
+
+
+@pytest.mark.parametrize("shape", sw.SHAPES)
+def test_object_center_has_the_named_color_and_corners_stay_black(shape):
+    img = sw.render(scene(shape, "yellow", "large", "center"), 64)
+    assert torch.allclose(img[:, 34, 32], torch.tensor(sw.COLORS["yellow"]) / 255)
+    assert img[:, :2, :2].abs().max() == 0
+
+
+def test_position_moves_the_object_to_its_grid_cell():
+    img = sw.render(scene("square", "green", "small", "top right"), 64)
+    ys, xs = torch.nonzero(img.sum(0) > 0, as_tuple=True)
+    assert xs.float().mean() > 40 and ys.float().mean() < 24
+
+
+def test_captions_follow_the_templates():
+    assert sw.caption(scene()) == "a large red circle in the top left"
+    assert sw.caption(scene(position="left")) == "a large red circle on the left"
+    two = scene("square", "blue", "small", "left") + scene("cross", "yellow", "large", "right")
+    assert sw.caption(two) == "a small blue square and a large yellow cross"
+
+
+def test_held_out_pairs_appear_only_in_the_held_out_split():
+    world = sw.ShapesWorld(16, held_out=(("triangle", "magenta"),))
+    g = torch.Generator().manual_seed(0)
+    train = [o for _ in range(300) for o in world.scene(g)]
+    assert all((o.shape, o.color) != ("triangle", "magenta") for o in train)
+    held = [o for _ in range(20) for o in world.scene(g, "held_out")]
+    assert all((o.shape, o.color) == ("triangle", "magenta") for o in held)
+
+
+def test_two_objects_never_overlap_and_sampling_is_seeded():
+    world = sw.ShapesWorld(64, max_objects=2)
+    imgs, caps, scenes = world.sample(40, torch.Generator().manual_seed(1))
+    again, caps2, _ = world.sample(40, torch.Generator().manual_seed(1))
+    assert torch.equal(imgs, again) and caps == caps2
+    for objects in scenes:
+        if len(objects) == 2:
+            masks = [sw._mask(o.shape, o.center, sw.SIZES[o.size], 256) for o in objects]
+            assert not (masks[0] & masks[1]).any()
+    assert any(len(s) == 2 for s in scenes)
+
+
+def test_bad_inputs_name_the_valid_choices():
+    with pytest.raises(ValueError, match="image_size must divide 256"):
+        sw.render([], 48)
+    with pytest.raises(ValueError, match="unknown split 'test'; choose one of: train, held_out"):
+        sw.ShapesWorld(16).scene(torch.Generator(), "test")
+    with pytest.raises(ValueError, match="held-out pair \\('hexagon', 'red'\\)"):
+        sw.ShapesWorld(16, held_out=(("hexagon", "red"),))
