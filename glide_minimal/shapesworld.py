@@ -3,7 +3,7 @@
 Every caption is exactly true because the image is drawn from it. Images are rendered at 256 px and
 area-averaged down, so a 16 px image is exactly the 4x4 average of the 64 px one: an upsampler has true
 high-resolution targets. All randomness comes from a torch.Generator. (Chapter 4 builds on this; masks
-for inpainting come with chapter 7.)
+for inpainting are here too; chapter 7 uses them.)
 """
 from __future__ import annotations
 
@@ -70,8 +70,7 @@ def _mask(shape: str, center: tuple[float, float], side: float, n: int) -> torch
 
 def render(objects: list[ShapeObject], image_size: int = 64) -> torch.Tensor:
     """[3, image_size, image_size] in [0, 1]: the objects on a black canvas (area-averaged from 256 px)."""
-    if image_size < 1 or RENDER_SIZE % image_size:
-        raise ValueError(f"image_size must divide {RENDER_SIZE} (e.g. 16, 32, 64, 128, 256), got {image_size}")
+    _check_size(image_size)
     canvas = torch.zeros(3, RENDER_SIZE, RENDER_SIZE, dtype=torch.float64)
     for obj in objects:
         m = _mask(obj.shape, obj.center, SIZES[obj.size], RENDER_SIZE)
@@ -134,3 +133,45 @@ def _overlap(a: ShapeObject, b: ShapeObject) -> bool:
     """Bounding boxes intersect (with a small gap), so the two objects could touch."""
     half = (SIZES[a.size] + SIZES[b.size]) / 2 + 0.02
     return abs(a.center[0] - b.center[0]) < half and abs(a.center[1] - b.center[1]) < half
+
+
+# -- masks for inpainting (chapter 7): [1, H, W] floats, 1 = keep, 0 = fill ---------------------------------
+def downsample_mask(mask: torch.Tensor, image_size: int) -> torch.Tensor:
+    """A mask at a lower resolution: a pixel is 'fill' if any pixel it covers is (nothing to fill is lost)."""
+    factor = mask.shape[-1] // image_size
+    if factor < 1 or mask.shape[-1] % image_size:
+        raise ValueError(f"cannot downsample a {mask.shape[-1]} px mask to {image_size} px (must divide it)")
+    return 1 - F.max_pool2d((1 - mask)[None], factor)[0]
+
+
+def box_mask(image_size: int, generator: torch.Generator, min_frac: float = 0.25, max_frac: float = 0.6) -> torch.Tensor:
+    """A random axis-aligned box to fill, each side min_frac..max_frac of the canvas. [1, H, W]."""
+    n = RENDER_SIZE
+    w, h = (torch.empty(2).uniform_(min_frac, max_frac, generator=generator) * n).round().long().tolist()
+    x0 = torch.randint(0, n - w + 1, (1,), generator=generator).item()
+    y0 = torch.randint(0, n - h + 1, (1,), generator=generator).item()
+    mask = torch.ones(1, n, n)
+    mask[:, y0:y0 + h, x0:x0 + w] = 0
+    return downsample_mask(mask, _check_size(image_size))
+
+
+def freeform_mask(image_size: int, generator: torch.Generator, strokes: int = 3, width_frac: float = 0.08) -> torch.Tensor:
+    """Random brush strokes to fill: each a thick polyline of 4 random points. [1, H, W]."""
+    n = RENDER_SIZE
+    coords = (torch.arange(n, dtype=torch.float32) + 0.5) / n
+    y, x = torch.meshgrid(coords, coords, indexing="ij")
+    fill = torch.zeros(n, n, dtype=torch.bool)
+    for _ in range(strokes):
+        points = torch.rand(4, 2, generator=generator) * 0.8 + 0.1
+        for (ax, ay), (bx, by) in zip(points[:-1].tolist(), points[1:].tolist()):
+            # distance from every pixel to the segment a-b
+            vx, vy = bx - ax, by - ay
+            u = (((x - ax) * vx + (y - ay) * vy) / max(vx * vx + vy * vy, 1e-12)).clamp(0, 1)
+            fill |= (x - ax - u * vx) ** 2 + (y - ay - u * vy) ** 2 <= (width_frac / 2) ** 2
+    return downsample_mask((~fill).float()[None], _check_size(image_size))
+
+
+def _check_size(image_size: int) -> int:
+    if image_size < 1 or RENDER_SIZE % image_size:
+        raise ValueError(f"image_size must divide {RENDER_SIZE} (e.g. 16, 32, 64, 128, 256), got {image_size}")
+    return image_size

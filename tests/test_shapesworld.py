@@ -63,3 +63,22 @@ def test_bad_inputs_name_the_valid_choices():
         sw.ShapesWorld(16).scene(torch.Generator(), "test")
     with pytest.raises(ValueError, match="held-out pair \\('hexagon', 'red'\\)"):
         sw.ShapesWorld(16, held_out=(("hexagon", "red"),))
+
+
+@pytest.mark.parametrize("make", [sw.box_mask, sw.freeform_mask])
+def test_masks_are_binary_seeded_and_consistent_across_resolutions(make):
+    m64 = make(64, torch.Generator().manual_seed(3))
+    m16 = make(16, torch.Generator().manual_seed(3))
+    assert m64.shape == (1, 64, 64) and m16.shape == (1, 16, 16)
+    assert set(m64.unique().tolist()) <= {0.0, 1.0} and 0.02 < (m64 == 0).float().mean() < 0.9
+    torch.testing.assert_close(m16, sw.downsample_mask(m64, 16))
+    assert torch.equal(m64, make(64, torch.Generator().manual_seed(3)))
+
+
+def test_downsampled_mask_fills_every_pixel_that_touches_the_hole():
+    mask = torch.ones(1, 64, 64)
+    mask[:, 10, 10] = 0
+    low = sw.downsample_mask(mask, 16)
+    assert low[0, 2, 2] == 0 and low.sum() == 16 * 16 - 1
+    with pytest.raises(ValueError, match="cannot downsample a 64 px mask to 48 px"):
+        sw.downsample_mask(mask, 48)
