@@ -107,7 +107,11 @@ def _read_yaml(name: str) -> dict[str, Any]:
         near = difflib.get_close_matches(name, known, n=3)
         hint = f" (did you mean {', '.join(near)}?)" if near else ""
         raise KeyError(f"unknown config {name!r}{hint}; known: {', '.join(known)}")
-    raw = yaml.safe_load(path.read_text()) or {}
+    return _resolve_inherit(yaml.safe_load(path.read_text()) or {})
+
+
+def _resolve_inherit(raw: dict[str, Any]) -> dict[str, Any]:
+    """Apply `inherit: <name>`: start from that config and override it section by section."""
     parent = raw.pop("inherit", None)
     if parent is None:
         return raw
@@ -236,12 +240,7 @@ def load_config(name_or_path: str | Path | dict, overrides: dict[str, Any] | Non
     else:
         path = Path(name_or_path)
         if path.suffix in (".yaml", ".yml", ".json") and path.exists():
-            raw = yaml.safe_load(path.read_text()) or {}
-            if "inherit" in raw:
-                parent = _read_yaml(raw.pop("inherit"))
-                for k, v in raw.items():
-                    parent[k] = {**parent[k], **v} if isinstance(v, dict) and isinstance(parent.get(k), dict) else v
-                raw = parent
+            raw = _resolve_inherit(yaml.safe_load(path.read_text()) or {})
             raw.setdefault("name", path.stem)
         else:
             raw = _read_yaml(str(name_or_path))

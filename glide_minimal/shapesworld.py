@@ -99,7 +99,7 @@ class ShapesWorld:
             if shape not in SHAPES or color not in COLORS:
                 raise ValueError(f"held-out pair ({shape!r}, {color!r}): shapes are {', '.join(SHAPES)}; "
                                  f"colors are {', '.join(COLORS)}")
-        render([], image_size)  # validates the size
+        _check_size(image_size)
         self.image_size, self.max_objects, self.held_out = image_size, max_objects, set(held_out)
 
     def _pick(self, generator: torch.Generator, split: str) -> tuple[str, str]:
