@@ -35,6 +35,14 @@ class UNetConfig:
     resblock_updown: bool = True
     learn_sigma: bool = False
     num_classes: int = 0  # > 0: class-conditional, with one extra "null" label for classifier-free guidance
+    # Text conditioning (GLIDE): a transformer over the caption; text_ctx 0 means no text.
+    text_ctx: int = 0  # tokens per caption (padded / truncated to this)
+    text_width: int = 128
+    text_layers: int = 2
+    text_heads: int = 4
+    text_final_ln: bool = True
+    text_padding: bool = True  # padded positions take a learned per-position embedding
+    tokenizer: str = "shapesworld"
 
 
 @dataclass
@@ -48,9 +56,32 @@ class DiffusionConfig:
 
 @dataclass
 class DataConfig:
-    dataset: str = "digits"  # digits
+    dataset: str = "digits"  # digits | shapesworld
     image_size: int = 16
-    p_uncond: float = 0.0  # probability that a label is replaced by the null label (classifier-free guidance)
+    p_uncond: float = 0.0  # probability that a label / caption is replaced by the null one (classifier-free guidance)
+    # ShapesWorld only:
+    max_objects: int = 1  # 1: every single-object scene once; 2: num_scenes random one- or two-object scenes
+    num_scenes: int = 4000  # scenes drawn when max_objects is 2
+    held_out: tuple[str, ...] = ("magenta triangle", "cyan cross")  # "color shape" pairs never trained on
+
+
+@dataclass
+class CLIPConfig:
+    """The noised CLIP of GLIDE (section 2.3): a ViT image encoder that also sees t, and a text encoder."""
+
+    image_size: int = 16
+    in_channels: int = 3
+    patch_size: int = 2
+    width: int = 128
+    layers: int = 4
+    heads: int = 4
+    text_ctx: int = 16
+    text_width: int = 128
+    text_layers: int = 2
+    text_heads: int = 4
+    embed_dim: int = 64
+    num_timesteps: int = 1000  # a learned embedding per diffusion timestep
+    tokenizer: str = "shapesworld"
 
 
 @dataclass
@@ -77,6 +108,7 @@ class Config:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    clip: CLIPConfig = field(default_factory=CLIPConfig)  # used by task: clip
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -89,11 +121,14 @@ CHOICES = {
     "diffusion.noise_schedule": ("linear", "squaredcos_cap_v2"),
     "diffusion.model_var_type": ("fixed_small", "fixed_large", "learned_range"),
     "diffusion.loss_type": ("mse", "hybrid"),
-    "data.dataset": ("digits",),
+    "data.dataset": ("digits", "shapesworld"),
+    "model.tokenizer": ("shapesworld",),
+    "clip.tokenizer": ("shapesworld",),
     "train.precision": ("auto", "fp32", "bf16", "fp16"),
-    "task": ("diffusion", "classifier"),
+    "task": ("diffusion", "classifier", "clip"),
 }
-SECTIONS = {"model": UNetConfig, "diffusion": DiffusionConfig, "data": DataConfig, "train": TrainConfig}
+SECTIONS = {"model": UNetConfig, "diffusion": DiffusionConfig, "data": DataConfig, "train": TrainConfig,
+            "clip": CLIPConfig}
 
 
 def available_configs() -> list[str]:
@@ -188,8 +223,31 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"train.ema_rate must be in [0, 1), got {t.ema_rate!r}")
     if not 0.0 <= cfg.data.p_uncond < 1.0:
         raise ValueError(f"data.p_uncond must be in [0, 1), got {cfg.data.p_uncond!r}")
-    if cfg.data.p_uncond > 0 and m.num_classes == 0:
-        raise ValueError("data.p_uncond > 0 needs a conditional model (model.num_classes > 0)")
+    if cfg.data.p_uncond > 0 and m.num_classes == 0 and m.text_ctx == 0:
+        raise ValueError("data.p_uncond > 0 needs a conditional model (model.num_classes > 0 or model.text_ctx > 0)")
+    if m.num_classes and m.text_ctx:
+        raise ValueError("a model is conditioned on classes (model.num_classes) or on text (model.text_ctx), not both")
+    conditioned = (cfg.task == "clip") or m.text_ctx > 0
+    if (cfg.data.dataset == "shapesworld") != conditioned and cfg.task != "classifier":
+        raise ValueError(f"data.dataset {cfg.data.dataset!r} does not fit the model: ShapesWorld has captions "
+                         "(set model.text_ctx > 0, or task: clip); digits have class labels")
+    if cfg.data.max_objects not in (1, 2):
+        raise ValueError(f"data.max_objects must be 1 or 2, got {cfg.data.max_objects}")
+    if m.text_ctx:
+        if m.text_width % m.text_heads:
+            raise ValueError(f"model.text_width {m.text_width} is not divisible by model.text_heads {m.text_heads}")
+        for key in ("text_width", "text_layers", "text_heads"):
+            _positive(getattr(m, key), f"model.{key}")
+    if cfg.task == "clip":
+        c = cfg.clip
+        if c.image_size % c.patch_size:
+            raise ValueError(f"clip.image_size {c.image_size} is not divisible by clip.patch_size {c.patch_size}")
+        for w, h in ((c.width, c.heads), (c.text_width, c.text_heads)):
+            if w % h:
+                raise ValueError(f"clip width {w} is not divisible by its {h} heads")
+        if c.image_size != cfg.data.image_size:
+            raise ValueError(f"data.image_size ({cfg.data.image_size}) must equal clip.image_size ({c.image_size})")
+        return
     if cfg.task == "classifier":
         if m.learn_sigma or m.num_classes or cfg.data.p_uncond:
             raise ValueError("a classifier config (task: classifier) takes model.out_channels = number of classes and "

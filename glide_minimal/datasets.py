@@ -3,6 +3,7 @@
 - Digits: the 1,797 real 8x8 handwritten digits of UCI optdigits (Alpaydin & Kaynak 1998) that
   scikit-learn ships, resized to the config's resolution and scaled to [-1, 1].
 - Photos: scikit-image's sample photographs, for showing the forward process on a real image.
+- ShapesWorld (shapesworld.py): generated captioned scenes for the text chapters.
 """
 from __future__ import annotations
 
@@ -57,8 +58,49 @@ def load_photo(name: str = "astronaut", image_size: int = 64) -> torch.Tensor:
     return img.clamp(0, 1) * 2 - 1
 
 
-def load_dataset(data_cfg, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
-    """The training tensors a DataConfig names: (images [N, C, H, W] in [-1, 1], labels [N])."""
+def parse_held_out(pairs) -> tuple[tuple[str, str], ...]:
+    """("magenta triangle", ...) -> (("triangle", "magenta"), ...): the (shape, color) pairs ShapesWorld holds out."""
+    from .shapesworld import COLORS, SHAPES
+
+    out = []
+    for pair in pairs:
+        words = pair.split()
+        if len(words) != 2 or words[0] not in COLORS or words[1] not in SHAPES:
+            raise ValueError(f"held-out pair {pair!r} must be 'color shape' with a color in {', '.join(COLORS)} "
+                             f"and a shape in {', '.join(SHAPES)}")
+        out.append((words[1], words[0]))
+    return tuple(out)
+
+
+def load_shapesworld(image_size: int = 16, max_objects: int = 1, split: str = "train", num_scenes: int = 4000,
+                     held_out=("magenta triangle", "cyan cross"), seed: int = 0) -> tuple[torch.Tensor, list[str]]:
+    """Captioned ShapesWorld scenes: images [N, 3, image_size, image_size] in [-1, 1] and N captions.
+
+    max_objects=1: every single-object scene of the split exactly once (the world has 432; the held-out
+    (color, shape) pairs are in split "held_out" only). max_objects=2: num_scenes random scenes with one
+    or two objects, drawn with `seed`.
+    """
+    from .shapesworld import ShapeObject, ShapesWorld, all_combinations, caption, grid_center, render
+
+    if split not in ("train", "held_out"):
+        raise ValueError(f"unknown ShapesWorld split {split!r}; choose one of: train, held_out")
+    held = parse_held_out(held_out)
+    world = ShapesWorld(image_size, max_objects, held)
+    if max_objects == 1:
+        scenes = [[ShapeObject(shape, color, size, pos, grid_center(pos, size))]
+                  for shape, color, size, pos in all_combinations() if ((shape, color) in held) == (split == "held_out")]
+        images = torch.stack([render(s, image_size) for s in scenes])
+        captions = [caption(s) for s in scenes]
+    else:
+        images, captions, _ = world.sample(num_scenes, torch.Generator().manual_seed(seed), split)
+    return images * 2 - 1, captions
+
+
+def load_dataset(data_cfg, split: str = "train") -> tuple[torch.Tensor, torch.Tensor | list[str]]:
+    """The training data a DataConfig names: (images [N, C, H, W] in [-1, 1], labels [N] or N captions)."""
     if data_cfg.dataset == "digits":
         return load_digits(data_cfg.image_size, split)
-    raise ValueError(f"unknown dataset {data_cfg.dataset!r}; choose one of: digits")
+    if data_cfg.dataset == "shapesworld":
+        return load_shapesworld(data_cfg.image_size, data_cfg.max_objects, "train" if split == "all" else split,
+                                data_cfg.num_scenes, data_cfg.held_out, seed=0)
+    raise ValueError(f"unknown dataset {data_cfg.dataset!r}; choose one of: digits, shapesworld")

@@ -8,6 +8,7 @@ for inpainting are here too; chapter 7 uses them.)
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass
 
 import torch
@@ -78,6 +79,30 @@ def render(objects: list[ShapeObject], image_size: int = 64) -> torch.Tensor:
     if image_size != RENDER_SIZE:
         canvas = F.avg_pool2d(canvas[None], RENDER_SIZE // image_size)[0]
     return canvas.float()
+
+
+def vocabulary() -> list[str]:
+    """Every word a ShapesWorld caption can use (the word-level tokenizer's vocabulary)."""
+    words = {"a", "and", "in", "on", "the", *SHAPES, *COLORS, *SIZES}
+    for position in POSITIONS:
+        words.update(position.split())
+    return sorted(words)
+
+
+def parse_caption(text: str) -> list[tuple[str, str, str, str | None]]:
+    """The (shape, color, size, position or None) of each object a caption names (the inverse of caption()).
+
+    "a large red circle in the top left" -> [("circle", "red", "large", "top left")].
+    """
+    objects = []
+    for part in text.lower().strip().split(" and "):
+        m = re.fullmatch(r"an? (\w+) (\w+) (\w+)(?: (?:in|on) the (.+))?", part.strip())
+        if not m or m[1] not in SIZES or m[2] not in COLORS or m[3] not in SHAPES or (m[4] and m[4] not in POSITIONS):
+            raise ValueError(f"{part!r} is not a ShapesWorld phrase like 'a large red circle in the top left' "
+                             f"(sizes {', '.join(SIZES)}; colors {', '.join(COLORS)}; shapes {', '.join(SHAPES)}; "
+                             f"positions {', '.join(POSITIONS)})")
+        objects.append((m[3], m[2], m[1], m[4]))
+    return objects
 
 
 def all_combinations() -> list[tuple[str, str, str, str]]:

@@ -25,6 +25,8 @@ from .config import Config, config_from_dict
 from .datasets import load_dataset
 from .diffusion import GaussianDiffusion
 from .models import build_model
+from .models.clip import clip_loss_terms
+from .models.text import get_tokenizer
 
 CHECKPOINT = "checkpoint.safetensors"
 
@@ -73,7 +75,7 @@ class Trainer:
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
         self.ddp = (nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
                     if self.world > 1 else self.model)
-        self.images, self.labels = (t.to(self.device) for t in load_dataset(cfg.data, "train"))
+        self.images, self.cond = self._load_data()
         self.precision = self._precision()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.step = 0
@@ -87,6 +89,17 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "config.json").write_text(cfg.to_json())
             self._trim_log()
+
+    def _load_data(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Training images [N, C, H, W] and their conditioning: {"labels": [N]} or {"tokens", "mask": [N, L]}."""
+        images, targets = load_dataset(self.cfg.data, "train")
+        if isinstance(targets, torch.Tensor):
+            cond = {"labels": targets}
+        else:  # captions, tokenized once with the model's tokenizer
+            m = self.cfg.clip if self.cfg.task == "clip" else self.cfg.model
+            tokens, mask = get_tokenizer(m.tokenizer, m.text_ctx).padded_tokens_and_mask(targets)
+            cond = {"tokens": tokens, "mask": mask}
+        return images.to(self.device), {k: v.to(self.device) for k, v in cond.items()}
 
     def _precision(self) -> str:
         p = self.cfg.train.precision
@@ -113,16 +126,22 @@ class Trainer:
         drop = torch.rand(n, generator=g) < cfg.data.p_uncond
         local = slice(self.rank * n // self.world, (self.rank + 1) * n // self.world)
         idx, t, noise, drop = idx[local], t[local], noise[local], drop[local]
-        idx = idx.to(self.device)
-        kwargs = {"labels": self.labels[idx]} if cfg.task == "classifier" else {}
-        if cfg.model.num_classes > 0:
-            labels = self.labels[idx].clone()
-            labels[drop.to(self.device)] = cfg.model.num_classes  # the null label (classifier-free guidance)
-            kwargs["labels"] = labels
+        idx, drop = idx.to(self.device), drop.to(self.device)
+        kwargs = {k: v[idx] for k, v in self.cond.items()}
+        if cfg.task == "diffusion":
+            if cfg.model.num_classes > 0:
+                kwargs["labels"][drop] = cfg.model.num_classes  # the null label (classifier-free guidance)
+            elif cfg.model.text_ctx > 0:
+                kwargs["tokens"][drop] = 0  # the empty caption: all padding (GLIDE's unconditional input)
+                kwargs["mask"][drop] = False
+            else:
+                kwargs = {}
         return self.images[idx], t.to(self.device), noise.to(self.device), kwargs
 
     def loss_terms(self, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, kwargs: dict) -> dict:
         """Per-example terms [N] with a 'loss' among them, for the config's task."""
+        if self.cfg.task == "clip":
+            return clip_loss_terms(self.ddp, self.diffusion.q_sample(x_start, t, noise), t, kwargs["tokens"], kwargs["mask"])
         if self.cfg.task == "classifier":
             # A noised classifier learns p(y | x_t, t) on images noised exactly as the sampler will see them.
             logits = self.ddp(self.diffusion.q_sample(x_start, t, noise), self.diffusion.model_timesteps(t))

@@ -30,6 +30,6 @@ last = rows[-1]
 wall = args.wall_time_s or meta.get("wall_time_s") or last["step"] * cfg["train"]["batch_size"] / last["images_per_s"]
 record = {"command": args.command, "train_config": cfg["name"], "steps": meta["step"], "seed": cfg["train"]["seed"],
           "wall_time_s": round(wall, 1), "threads": 2,
-          "metrics": {k: last[k] for k in ("loss", "mse", "vb") if k in last}}
+          "metrics": {k: last[k] for k in ("loss", "mse", "vb", "accuracy") if k in last}}
 path = pretrained.publish(args.name, ema, cfg, record=record, dtype=torch.float16)
 print(f"published {path} ({path.stat().st_size / 1e6:.1f} MB), step {meta['step']}")

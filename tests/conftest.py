@@ -130,3 +130,16 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# The text-conditional variant: TINY on 16x16 ShapesWorld (the renderer's smallest useful size).
+TINY_TEXT = {
+    **TINY,
+    "model.image_size": 16, "data.image_size": 16, "model.in_channels": 3, "model.out_channels": 3,
+    "model.attention_resolutions": [8], "model.text_ctx": 12, "model.text_width": 32, "model.text_layers": 1,
+    "model.text_heads": 2, "data.dataset": "shapesworld", "data.p_uncond": 0.2,
+}
+
+
+def tiny_text_config(overrides: dict | None = None) -> Config:
+    return load_config("tutorial-ddpm", overrides={**TINY_TEXT, **(overrides or {})})

@@ -7,6 +7,8 @@ import torch
 
 from .layers import AttentionBlock, ResBlock, timestep_embedding
 from .classifier import NoisedClassifier
+from .clip import NoisedCLIP
+from .text import TextTransformer, WordTokenizer, get_tokenizer
 from .unet import UNet
 
 
@@ -17,7 +19,10 @@ def build_model(cfg, device: str | torch.device | None = None) -> torch.nn.Modul
     if not isinstance(cfg, Config):
         cfg = load_config(cfg)
     with torch.device(device) if device is not None else contextlib.nullcontext():
+        if cfg.task == "clip":
+            return NoisedCLIP(cfg.clip)
         return NoisedClassifier(cfg.model) if cfg.task == "classifier" else UNet(cfg.model)
 
 
-__all__ = ["AttentionBlock", "NoisedClassifier", "ResBlock", "UNet", "build_model", "timestep_embedding"]
+__all__ = ["AttentionBlock", "NoisedCLIP", "NoisedClassifier", "ResBlock", "TextTransformer", "UNet", "WordTokenizer",
+           "build_model", "get_tokenizer", "timestep_embedding"]

@@ -127,6 +127,8 @@ class AttentionBlock(nn.Module):
         self.qkv = nn.Conv1d(channels, 3 * channels, 1)
         self.encoder_kv = nn.Conv1d(context_channels, 2 * channels, 1) if context_channels else None
         self.proj_out = zero_module(nn.Conv1d(channels, channels, 1))
+        self.keep_attention = False  # set True to keep the softmax weights (for plots) in self.attention
+        self.attention: torch.Tensor | None = None  # [N, heads, H*W queries, L_context + H*W keys]
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         n, c, h, w = x.shape
@@ -140,6 +142,10 @@ class AttentionBlock(nn.Module):
             ekv = self.encoder_kv(context)
             ek, ev = rearrange(ekv, "n (heads two d) l -> two n heads l d", heads=self.num_heads, two=2)
             k, v = torch.cat([ek, k], dim=2), torch.cat([ev, v], dim=2)
-        out = F.scaled_dot_product_attention(q, k, v)
+        if self.keep_attention:  # the same attention, written out so the weights can be kept
+            self.attention = (q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5).softmax(-1)
+            out = self.attention @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v)
         out = rearrange(out, "n heads l d -> n (heads d) l")
         return x + rearrange(self.proj_out(out), "n c (h w) -> n c h w", h=h, w=w)

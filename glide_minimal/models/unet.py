@@ -6,6 +6,12 @@ the mirror image, each block concatenating the matching encoder activation (the 
 Ronneberger et al. 2015). Every ResBlock receives the timestep embedding (plus the class embedding
 when class-conditional). The network knows nothing about diffusion: it maps (x_t, t, condition) to
 eps (and, with learn_sigma, the variance interpolation v).
+
+Text conditioning (GLIDE, Nichol et al. 2021, section 3): a transformer encodes the caption; its
+last-position output, projected by `transformer_proj`, is added to the timestep embedding (path 1:
+every ResBlock sees the caption), and its whole output sequence is projected by each attention
+layer's `encoder_kv` and put in front of that layer's keys and values (path 2: every pixel attends
+to the words).
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ from torch import nn
 
 from ..config import UNetConfig
 from .layers import AttentionBlock, Downsample, ResBlock, Upsample, normalization, timestep_embedding, zero_module
+from .text import TextTransformer, get_tokenizer
 
 
 class EmbedSequential(nn.ModuleList):
@@ -55,7 +62,11 @@ def encoder_blocks(cfg: UNetConfig, res: Callable[..., ResBlock], attn: Callable
 
 
 class UNet(nn.Module):
-    """eps_theta(x_t, t[, labels]): [N, in_channels, H, W] -> [N, out_channels (x2 if learn_sigma), H, W]."""
+    """eps_theta(x_t, t[, labels | tokens, mask]): [N, in_channels, H, W] -> [N, out_channels (x2 if learn_sigma), H, W].
+
+    labels [N] long (class-conditional models); tokens [N, text_ctx] long and mask [N, text_ctx] bool
+    (text-conditional models; the empty caption, all padding, is the unconditional input).
+    """
 
     def __init__(self, cfg: UNetConfig, context_channels: int | None = None):
         super().__init__()
@@ -65,6 +76,13 @@ class UNet(nn.Module):
         self.time_embed = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         # One extra row for the "null" label: classifier-free guidance's unconditional input (Ho & Salimans).
         self.label_emb = nn.Embedding(cfg.num_classes + 1, emb_dim) if cfg.num_classes > 0 else None
+        self.text_encoder = self.transformer_proj = None
+        if cfg.text_ctx > 0:
+            vocab = len(get_tokenizer(cfg.tokenizer, cfg.text_ctx))
+            self.text_encoder = TextTransformer(vocab, cfg.text_ctx, cfg.text_width, cfg.text_layers, cfg.text_heads,
+                                                cfg.text_final_ln, cfg.text_padding)
+            self.transformer_proj = nn.Linear(cfg.text_width, emb_dim)
+            context_channels = cfg.text_width
 
         def res(c_in: int, c_out: int | None = None, **kw) -> ResBlock:
             return ResBlock(c_in, emb_dim, cfg.dropout, c_out, cfg.use_scale_shift_norm, **kw)
@@ -109,13 +127,27 @@ class UNet(nn.Module):
             raise ValueError("this model is unconditional (model.num_classes = 0) but got labels")
         return emb
 
+    def encode_text(self, tokens: torch.Tensor | None, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pooled [N, 4C] for the time embedding, context [N, text_width, L] for the attention layers)."""
+        if tokens is None:
+            raise ValueError("this model is text-conditional: pass tokens and mask (from tokenizer.padded_tokens_and_mask; "
+                             "the empty caption \"\" is the unconditional input)")
+        xf_out = self.text_encoder(tokens, mask)  # [N, L, W]
+        # The last position is usually padding; the bidirectional transformer lets it gather the whole caption.
+        return self.transformer_proj(xf_out[:, -1]), xf_out.transpose(1, 2)
+
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, labels: torch.Tensor | None = None,
-                context: torch.Tensor | None = None) -> torch.Tensor:
+                tokens: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
         expected = (self.cfg.in_channels, self.cfg.image_size, self.cfg.image_size)
         if tuple(x.shape[1:]) != expected:
             raise ValueError(f"x has shape {tuple(x.shape)} but this U-Net takes [N, {expected[0]}, "
                              f"{expected[1]}, {expected[2]}] (model.in_channels, model.image_size)")
-        emb = self.embed(timesteps, labels)
+        emb, context = self.embed(timesteps, labels), None
+        if self.text_encoder is not None:
+            pooled, context = self.encode_text(tokens, mask)
+            emb = emb + pooled.to(emb.dtype)
+        elif tokens is not None:
+            raise ValueError("this model is not text-conditional (model.text_ctx = 0) but got tokens")
         h, skips = x, []
         for block in self.input_blocks:
             h = block(h, emb, context)

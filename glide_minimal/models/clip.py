@@ -1,0 +1,136 @@
+"""The noised CLIP of GLIDE (Nichol et al. 2021, section 2.3), for CLIP guidance.
+
+CLIP (Radford et al. 2021) learns an image encoder f and a caption encoder g whose embeddings have a
+high dot product for matching pairs. To guide a diffusion sampler, the image encoder must judge the
+*noised* x_t the sampler holds, so GLIDE trains it on noised images at every t, with t as an input:
+here a learned embedding per timestep, used as the first token of a Vision Transformer (Dosovitskiy
+et al. 2021) whose other tokens are image patches; that token's output is the image embedding. The
+caption encoder is a causal transformer; the output at the last real token is the caption embedding.
+The diffusion process is not in here: the trainer hands in x_t and t.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from ..config import CLIPConfig
+from .text import MLP, get_tokenizer
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with separate q, k, v projections. x [N, L, W] -> [N, L, W].
+
+    k has no bias: adding the same vector to every key shifts each query's logits by a constant,
+    which the softmax ignores (the released noised CLIP has no key bias either).
+    """
+
+    def __init__(self, width: int, heads: int, causal: bool = False):
+        super().__init__()
+        self.heads, self.causal = heads, causal
+        self.q_proj, self.k_proj = nn.Linear(width, width), nn.Linear(width, width, bias=False)
+        self.v_proj, self.out_proj = nn.Linear(width, width), nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = (rearrange(p(x), "n l (heads d) -> n heads l d", heads=self.heads)
+                   for p in (self.q_proj, self.k_proj, self.v_proj))
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+        return self.out_proj(rearrange(out, "n heads l d -> n l (heads d)"))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block."""
+
+    def __init__(self, width: int, heads: int, causal: bool = False):
+        super().__init__()
+        self.ln_1, self.attn = nn.LayerNorm(width), Attention(width, heads, causal)
+        self.ln_2, self.mlp = nn.LayerNorm(width), MLP(width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class NoisedImageEncoder(nn.Module):
+    """f(x_t, t): x_t [N, C, H, W] in model space, t [N] long (original timesteps) -> [N, embed_dim]."""
+
+    def __init__(self, cfg: CLIPConfig):
+        super().__init__()
+        self.cfg = cfg
+        patches = (cfg.image_size // cfg.patch_size) ** 2
+        self.time_embedding = nn.Embedding(cfg.num_timesteps, cfg.width)
+        self.patch_proj = nn.Conv2d(cfg.in_channels, cfg.width, cfg.patch_size, stride=cfg.patch_size, bias=False)
+        self.positional_embedding = nn.Parameter(torch.randn(patches + 1, cfg.width) * 0.01)
+        self.ln_pre = nn.LayerNorm(cfg.width)
+        self.blocks = nn.Sequential(*[Block(cfg.width, cfg.heads) for _ in range(cfg.layers)])
+        self.ln_post = nn.LayerNorm(cfg.width)
+        self.proj = nn.Linear(cfg.width, cfg.embed_dim, bias=False)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        c = self.cfg
+        if tuple(x.shape[1:]) != (c.in_channels, c.image_size, c.image_size):
+            raise ValueError(f"x has shape {tuple(x.shape)} but this CLIP image encoder takes "
+                             f"[N, {c.in_channels}, {c.image_size}, {c.image_size}]")
+        patches = rearrange(self.patch_proj(x), "n w h1 w1 -> n (h1 w1) w")
+        tokens = torch.cat([self.time_embedding(t)[:, None].to(patches.dtype), patches], dim=1)
+        h = self.blocks(self.ln_pre(tokens + self.positional_embedding.to(patches.dtype)))
+        return self.proj(self.ln_post(h[:, 0]))
+
+
+class CaptionEncoder(nn.Module):
+    """g(caption): tokens [N, L] long, mask [N, L] bool -> [N, embed_dim] (output at the last real token)."""
+
+    def __init__(self, cfg: CLIPConfig):
+        super().__init__()
+        self.context_length = cfg.text_ctx
+        vocab = len(get_tokenizer(cfg.tokenizer, cfg.text_ctx))
+        self.token_embedding = nn.Embedding(vocab, cfg.text_width)
+        self.positional_embedding = nn.Parameter(torch.randn(cfg.text_ctx, cfg.text_width) * 0.01)
+        self.blocks = nn.Sequential(*[Block(cfg.text_width, cfg.text_heads, causal=True) for _ in range(cfg.text_layers)])
+        self.ln_final = nn.LayerNorm(cfg.text_width)
+        self.proj = nn.Linear(cfg.text_width, cfg.embed_dim, bias=False)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if tokens.ndim != 2 or tokens.shape[1] != self.context_length:
+            raise ValueError(f"tokens must be [N, {self.context_length}] (the CLIP text context), got {tuple(tokens.shape)}")
+        h = self.blocks(self.token_embedding(tokens) + self.positional_embedding)
+        # Causal attention: the last real token is the first position that has read the whole caption.
+        last = (mask.long().sum(-1) - 1).clamp(min=0)
+        return self.proj(self.ln_final(h[torch.arange(len(h), device=h.device), last]))
+
+
+class NoisedCLIP(nn.Module):
+    """Both encoders and the learned temperature. forward -> (image emb, caption emb) unit vectors, logit scale."""
+
+    def __init__(self, cfg: CLIPConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.image_encoder, self.text_encoder = NoisedImageEncoder(cfg), CaptionEncoder(cfg)
+        self.logit_scale = nn.Parameter(torch.tensor(2.6593))  # log(1 / 0.07), CLIP's initial temperature
+
+    def embed_image(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.image_encoder(x_t, t).float(), dim=-1)
+
+    def embed_text(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.text_encoder(tokens, mask).float(), dim=-1)
+
+    def forward(self, x_t, t, tokens, mask) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.embed_image(x_t, t), self.embed_text(tokens, mask), self.logit_scale.exp().clamp(max=100)
+
+
+def clip_loss_terms(model: nn.Module, x_t: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor,
+                    mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """CLIP's symmetric contrastive loss, per example [N]; plus retrieval accuracy.
+
+    ShapesWorld repeats captions within a batch, so every pair with an identical caption counts as a
+    match (the target spreads over them) instead of being pushed apart as a false negative.
+    """
+    image_emb, text_emb, scale = model(x_t, t, tokens, mask)
+    logits = scale * image_emb @ text_emb.T  # [N images, N captions]
+    same = (tokens[:, None] == tokens[None]).all(-1).float()
+    target = same / same.sum(-1, keepdim=True)
+    loss_i = -(target * logits.log_softmax(-1)).sum(-1)
+    loss_t = -(target * logits.T.log_softmax(-1)).sum(-1)
+    correct = same.gather(1, logits.argmax(-1, keepdim=True))[:, 0]
+    return {"loss": (loss_i + loss_t) / 2, "accuracy": correct}

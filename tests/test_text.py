@@ -1,0 +1,185 @@
+"""The word-level tokenizer, GLIDE's text transformer, text conditioning of the U-Net, and the noised CLIP."""
+import pytest
+import torch
+
+from glide_minimal.config import load_config
+from glide_minimal.models import build_model, get_tokenizer
+from glide_minimal.models.clip import clip_loss_terms
+from glide_minimal.models.text import TextTransformer, WordTokenizer
+from glide_minimal.shapesworld import vocabulary
+from glide_minimal.train import Trainer
+
+from conftest import tiny_text_config
+
+
+@pytest.fixture
+def tok() -> WordTokenizer:
+    return get_tokenizer("shapesworld", 12)
+
+
+def test_tokenizer_pads_at_the_end_and_masks_real_tokens(tok):
+    tokens, mask = tok.padded_tokens_and_mask(["a large red circle in the top left", ""])
+    assert tokens.shape == mask.shape == (2, 12)
+    assert mask[0].tolist() == [True] * 8 + [False] * 4
+    assert tok.decode(tokens[0].tolist()) == "a large red circle in the top left"
+    assert not mask[1].any() and (tokens[1] == tok.pad_id).all()  # the empty caption is all padding
+
+
+def test_tokenizer_lowercases_and_ignores_punctuation(tok):
+    assert tok.encode("A Large RED circle, in the top-left.") == tok.encode("a large red circle in the top left")
+
+
+def test_unknown_word_is_named_with_suggestions(tok):
+    with pytest.raises(ValueError, match=r"unknown word 'circel'.*'circle'"):
+        tok.encode("a red circel")
+
+
+def test_too_long_caption_is_truncated_with_a_warning():
+    tok = WordTokenizer(vocabulary(), 4)
+    with pytest.warns(UserWarning, match="truncated to the context of 4: 'a large red circle'"):
+        tokens, mask = tok.padded_tokens_and_mask("a large red circle in the top left")
+    assert mask.all() and tok.decode(tokens[0].tolist()) == "a large red circle"
+
+
+def test_vocabulary_covers_every_caption_word(tok):
+    from glide_minimal.datasets import load_shapesworld
+
+    _, captions = load_shapesworld(16, max_objects=2, num_scenes=50)
+    tok.padded_tokens_and_mask(captions)  # no unknown word
+
+
+def test_padding_embedding_replaces_padded_positions():
+    torch.manual_seed(0)
+    xf = TextTransformer(vocab_size=10, context_length=4, width=16, layers=1, heads=2)
+    tokens = torch.tensor([[3, 4, 0, 0]])
+    other = torch.tensor([[3, 4, 7, 9]])  # same real tokens, different ids where masked out
+    mask = torch.tensor([[True, True, False, False]])
+    assert torch.equal(xf(tokens, mask), xf(other, mask))
+    assert not torch.allclose(xf(tokens, mask), xf(tokens, torch.ones_like(mask)))
+    with pytest.raises(ValueError, match="pass mask"):
+        xf(tokens)
+
+
+def test_text_transformer_is_bidirectional():
+    """The last position must see the first word, or GLIDE's pooled last token could not summarise the caption."""
+    torch.manual_seed(0)
+    xf = TextTransformer(vocab_size=10, context_length=4, width=16, layers=1, heads=2)
+    mask = torch.ones(1, 4, dtype=torch.bool)
+    a, b = xf(torch.tensor([[1, 2, 3, 4]]), mask), xf(torch.tensor([[5, 2, 3, 4]]), mask)
+    assert (a[0, -1] - b[0, -1]).abs().max() > 1e-4
+
+
+def _text_model():
+    cfg = tiny_text_config()
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    for p in model.parameters():  # a fresh U-Net outputs zeros (zero-init output layers): give them values
+        if not p.any():
+            torch.nn.init.normal_(p, std=0.2)
+    return cfg, model
+
+
+def test_caption_changes_the_unet_output_through_both_paths(tok):
+    cfg, model = _text_model()
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([10, 10])
+    tokens, mask = tok.padded_tokens_and_mask(["a large red circle in the center", "a small blue square on the left"])
+    out = model(x, t, tokens=tokens, mask=mask)
+    assert out.shape == (2, 3, 16, 16)
+    assert (out[0] - model(x, t, tokens=tokens.flip(0), mask=mask.flip(0))[0]).abs().max() > 1e-3
+    # Path 2 alone: with the pooled projection zeroed, the caption still reaches the pixels via attention.
+    torch.nn.init.zeros_(model.transformer_proj.weight), torch.nn.init.zeros_(model.transformer_proj.bias)
+    out = model(x, t, tokens=tokens, mask=mask)
+    assert (out[0] - model(x, t, tokens=tokens.flip(0), mask=mask.flip(0))[0]).abs().max() > 1e-3
+
+
+def test_attention_maps_cover_text_tokens_and_pixels(tok):
+    cfg, model = _text_model()
+    block = next(m for m in model.modules() if getattr(m, "encoder_kv", None) is not None)
+    block.keep_attention = True
+    tokens, mask = tok.padded_tokens_and_mask(["a large red circle in the center"])
+    out_kept = model(torch.randn(1, 3, 16, 16), torch.tensor([5]), tokens=tokens, mask=mask)
+    n, heads, queries, keys = block.attention.shape
+    assert keys == 12 + queries  # one softmax over the 12 text positions and every pixel
+    torch.testing.assert_close(block.attention.sum(-1), torch.ones(n, heads, queries))
+    block.keep_attention = False
+    torch.manual_seed(0)
+    assert out_kept.shape == (1, 3, 16, 16)
+
+
+def test_text_model_without_tokens_and_plain_model_with_tokens_are_errors(tok):
+    cfg, model = _text_model()
+    with pytest.raises(ValueError, match="text-conditional: pass tokens"):
+        model(torch.randn(1, 3, 16, 16), torch.tensor([1]))
+    plain = build_model(load_config("tutorial-ddpm"))
+    tokens, mask = tok.padded_tokens_and_mask("a red circle")
+    with pytest.raises(ValueError, match="not text-conditional"):
+        plain(torch.randn(1, 1, 16, 16), torch.tensor([1]), tokens=tokens, mask=mask)
+
+
+def test_trainer_drops_captions_to_the_empty_one(tmp_path):
+    cfg = tiny_text_config({"data.p_uncond": 0.5})
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    _, _, _, kwargs = trainer.batch(0)
+    dropped = ~kwargs["mask"].any(-1)
+    assert 0 < dropped.sum() < len(dropped)
+    assert (kwargs["tokens"][dropped] == 0).all()
+    assert trainer.cond["mask"].any(-1).all()  # the dataset itself is untouched
+
+
+def test_text_model_trains_and_resumes_exactly(tmp_path):
+    cfg = tiny_text_config({"train.max_steps": 4, "train.ckpt_every": 2})
+    straight = Trainer(cfg, tmp_path / "a", progress=False)
+    straight.run(4)
+    half = Trainer(cfg, tmp_path / "b", progress=False)
+    half.run(2)
+    resumed = Trainer(cfg, tmp_path / "b", resume=True, progress=False)
+    resumed.run(4)
+    for (k, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def _tiny_clip_cfg(**extra):
+    overrides = {"clip.width": 32, "clip.layers": 1, "clip.heads": 2, "clip.text_width": 32, "clip.text_layers": 1,
+                 "clip.text_heads": 2, "clip.embed_dim": 16, "clip.patch_size": 4, "diffusion.num_timesteps": 50,
+                 "train.batch_size": 8, "train.max_steps": 3, "train.warmup_steps": 0, "train.log_every": 1, **extra}
+    return load_config("tutorial-text-clip", overrides)
+
+
+def test_clip_caption_embedding_reads_up_to_the_last_real_token_only(tok):
+    torch.manual_seed(0)
+    clip = build_model(_tiny_clip_cfg())
+    tokens, mask = tok.padded_tokens_and_mask(["a red circle", "a red circle"])
+    tokens[1, 5:] = 7  # garbage after the caption: the causal encoder pooled at the last real token never sees it
+    emb = clip.embed_text(tokens, mask)
+    torch.testing.assert_close(emb[0], emb[1])
+    other = clip.embed_text(*tok.padded_tokens_and_mask("a blue circle"))
+    assert (emb[0] - other[0]).abs().max() > 1e-4
+
+
+def test_clip_image_embedding_depends_on_t():
+    torch.manual_seed(0)
+    clip = build_model(_tiny_clip_cfg())
+    x = torch.randn(2, 3, 16, 16)
+    a, b = clip.embed_image(x, torch.tensor([0, 0])), clip.embed_image(x, torch.tensor([0, 49]))
+    torch.testing.assert_close(a[0], b[0])
+    assert (a[1] - b[1]).abs().max() > 1e-4
+    with pytest.raises(ValueError, match=r"takes \[N, 3, 16, 16\]"):
+        clip.embed_image(torch.randn(1, 3, 8, 8), torch.tensor([0]))
+
+
+def test_clip_loss_treats_identical_captions_as_matches(tok):
+    torch.manual_seed(0)
+    clip = build_model(_tiny_clip_cfg())
+    tokens, mask = tok.padded_tokens_and_mask(["a red circle", "a red circle", "a blue square"])
+    x = torch.randn(3, 3, 16, 16)
+    terms = clip_loss_terms(clip, x, torch.zeros(3, dtype=torch.long), tokens, mask)
+    img, txt, scale = clip(x, torch.zeros(3, dtype=torch.long), tokens, mask)
+    logits = scale * img @ txt.T
+    expected_0 = -(logits[0].log_softmax(-1)[:2].mean() + logits.T[0].log_softmax(-1)[:2].mean()) / 2
+    torch.testing.assert_close(terms["loss"][0], expected_0)
+
+
+def test_clip_trains_with_the_trainer(tmp_path):
+    trainer = Trainer(_tiny_clip_cfg(), tmp_path, progress=False)
+    result = trainer.run()
+    assert result["step"] == 3 and "accuracy" in result
