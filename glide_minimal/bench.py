@@ -1,7 +1,8 @@
 """Benchmarks (`glide-minimal bench ...`): timings reported as ratios measured in one run.
 
 sampler: wall time of a sampling loop over the same number of bare model forwards (the sampler's
-own overhead should be a few percent); train: training images per second of a config.
+own overhead should be a few percent); train: training images per second of a config; guidance:
+seconds per sample of a shipped text pipeline unguided, with classifier-free and with CLIP guidance.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch
 
 from .config import load_config
 from .diffusion import GaussianDiffusion, ddim_sample_loop, p_sample_loop
-from .models import build_model
+from .models import build_model, example_inputs
 
 
 def _best_of(fn, repeats: int) -> float:
@@ -35,18 +36,16 @@ def bench_sampler(config: str = "tutorial-ddpm", steps: int = 50, batch: int = 1
     torch.manual_seed(0)
     model = build_model(cfg).to(device).eval()
     diffusion = GaussianDiffusion.from_config(cfg.diffusion, str(steps))
-    m = cfg.model
-    shape = (batch, m.in_channels, m.image_size, m.image_size)
-    x = torch.randn(shape, device=device)
-    t = torch.full((batch,), 500, device=device, dtype=torch.long)
+    x, t, kwargs = example_inputs(cfg, batch, device)
+    x, t, shape = torch.randn_like(x), t + 500, tuple(x.shape)
 
     def bare():
         for _ in range(steps):
-            model(x, t)
+            model(x, t, **kwargs)
 
     g = torch.Generator(device=device)
-    ancestral = lambda: p_sample_loop(diffusion, model, shape, generator=g.manual_seed(0), device=device)
-    ddim = lambda: ddim_sample_loop(diffusion, model, shape, generator=g.manual_seed(0), device=device)
+    ancestral = lambda: p_sample_loop(diffusion, model, shape, model_kwargs=kwargs, generator=g.manual_seed(0), device=device)
+    ddim = lambda: ddim_sample_loop(diffusion, model, shape, model_kwargs=kwargs, generator=g.manual_seed(0), device=device)
     bare()  # warm-up
     res = {"bare_s": _best_of(bare, repeats), "ancestral_s": _best_of(ancestral, repeats), "ddim_s": _best_of(ddim, repeats)}
     res["ancestral_overhead"] = res["ancestral_s"] / res["bare_s"] - 1
@@ -72,3 +71,18 @@ def bench_train(config: str = "tutorial-ddpm", steps: int = 20, device: str | No
         wall = time.perf_counter() - start
     return {"images_per_s": steps * cfg.train.batch_size / wall, "s_per_step": wall / steps,
             "batch_size": cfg.train.batch_size}
+
+
+def bench_guidance(pipeline: str = "tutorial-text", steps: int = 25, batch: int = 16, repeats: int = 3,
+                   device: str | None = None) -> dict[str, float]:
+    """Seconds per sample of a shipped text pipeline: unguided, classifier-free (scale 3), CLIP (scale 3)."""
+    from .pipeline import load_pipeline
+
+    pipe = load_pipeline(pipeline, device)
+    prompts = ["a large red circle in the top left"] * batch
+    res = {}
+    for guidance in ("none", "cfg", "clip"):
+        run = lambda: pipe(prompts, guidance=guidance, guidance_scale=3.0, steps=steps, seed=0)
+        run()  # warm-up (and loads the CLIP)
+        res[f"{guidance}_s_per_sample"] = _best_of(run, repeats) / batch
+    return res

@@ -34,14 +34,20 @@ def cmd_train(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    from .pipeline import ClassPipeline, load_pipeline
+    from .pipeline import ClassPipeline, TextPipeline, load_pipeline
     from .viz import image_grid
 
     if args.threads:
         torch.set_num_threads(args.threads)
     pipe = load_pipeline(args.pipeline, args.device)
     common = dict(steps=args.steps, sampler=args.sampler, eta=args.eta, seed=args.seed, progress=not args.no_progress)
-    if isinstance(pipe, ClassPipeline):
+    if isinstance(pipe, TextPipeline):
+        if args.prompt is None:
+            raise ValueError(f"{args.pipeline} is text-conditional: pass --prompt, e.g. --prompt \"a large red circle in the center\"")
+        prompt = args.prompt if len(args.prompt) > 1 else args.prompt[0]
+        images = pipe(prompt, num_images=None if len(args.prompt) > 1 else args.num_images,
+                      guidance_scale=args.guidance_scale, guidance=args.guidance, **common)
+    elif isinstance(pipe, ClassPipeline):
         if not args.labels:
             raise ValueError(f"{args.pipeline} is class-conditional: pass --labels, e.g. --labels 3 3 7")
         images = pipe(args.labels, guidance_scale=args.guidance_scale, method=args.method, **common)
@@ -66,11 +72,11 @@ def memory_estimate(cfg, batch: int = 1) -> dict[str, float]:
     sizes = []
     hooks = [mod.register_forward_hook(lambda _m, _i, out: sizes.append(out.numel() if torch.is_tensor(out) else 0))
              for mod in model.modules() if not list(mod.children())]
-    m = cfg.model
+    from .models import example_inputs
+
     with torch.no_grad():
-        model(torch.empty(batch, m.in_channels, m.image_size, m.image_size, device="meta"),
-              torch.zeros(batch, dtype=torch.long, device="meta"),
-              **({"labels": torch.zeros(batch, dtype=torch.long, device="meta")} if m.num_classes else {}))
+        x, t, kwargs = example_inputs(cfg, batch, device="meta")
+        model(x, t, **kwargs)
     for h in hooks:
         h.remove()
     return {"parameters": params, "weights_bytes": 4 * params, "grads_bytes": 4 * params,
@@ -97,10 +103,12 @@ def cmd_info(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import bench_sampler, bench_train
+    from .bench import bench_guidance, bench_sampler, bench_train
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.what in ("sampler", "train"):
+        args.config = args.config or "tutorial-ddpm"
     if args.what == "sampler":
         r = bench_sampler(args.config, args.steps, args.batch, args.repeats, args.device)
         print(f"{'what':<24}{'seconds':>10}{'vs bare':>10}")
@@ -109,6 +117,14 @@ def cmd_bench(args) -> int:
         print(f"{'ddim loop':<24}{r['ddim_s']:>10.3f}{r['ddim_s'] / r['bare_s']:>10.3f}")
         print(f"sampler overhead: ancestral {100 * r['ancestral_overhead']:.1f} %, ddim {100 * r['ddim_overhead']:.1f} % "
               f"(config {args.config}, batch {args.batch}, best of {args.repeats})")
+    elif args.what == "guidance":
+        pipeline = args.config or "tutorial-text"
+        r = bench_guidance(pipeline, args.steps, args.batch, args.repeats, args.device)
+        none = r["none_s_per_sample"]
+        print(f"{'guidance':<12}{'s/sample':>10}{'vs none':>10}")
+        for k in ("none", "cfg", "clip"):
+            print(f"{k:<12}{r[f'{k}_s_per_sample']:>10.4f}{r[f'{k}_s_per_sample'] / none:>10.2f}")
+        print(f"(pipeline {pipeline}, {args.steps} steps, batch {args.batch}, best of {args.repeats})")
     else:
         r = bench_train(args.config, args.steps, args.device)
         print(f"train {args.config}: {r['images_per_s']:.1f} images/s ({r['s_per_step']:.3f} s/step at batch {r['batch_size']})")
@@ -132,8 +148,11 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("sample", help="sample a grid of images from a shipped pipeline")
     p.add_argument("--pipeline", required=True, help="a shipped checkpoint name, e.g. tutorial-ddpm")
-    p.add_argument("--num-images", type=int, default=16, help="unconditional pipelines: how many images")
+    p.add_argument("--num-images", type=int, default=16,
+                   help="unconditional pipelines, or images of one --prompt: how many images")
     p.add_argument("--labels", type=int, nargs="+", help="class-conditional pipelines: one label per image")
+    p.add_argument("--prompt", nargs="+", help="text pipelines: a caption (several: one image each); \"\" = unconditional")
+    p.add_argument("--guidance", default="cfg", help="text guidance: cfg | clip | none")
     p.add_argument("--guidance-scale", type=float, default=3.0)
     p.add_argument("--method", default="cfg", help="class guidance: cfg | classifier | none")
     p.add_argument("--steps", default=None, help="sampling steps or a respacing spec (100, ddim50, fast27)")
@@ -153,9 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("bench", help="benchmarks: sampler overhead, training throughput")
-    p.add_argument("what", choices=["sampler", "train"])
-    p.add_argument("--config", default="tutorial-ddpm")
+    p = sub.add_parser("bench", help="benchmarks: sampler overhead, training throughput, guidance cost")
+    p.add_argument("what", choices=["sampler", "train", "guidance"])
+    p.add_argument("--config", help="config (sampler, train; default tutorial-ddpm) or shipped pipeline (guidance; "
+                                    "default tutorial-text)")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--repeats", type=int, default=3)

@@ -42,7 +42,11 @@ class UNetConfig:
     text_heads: int = 4
     text_final_ln: bool = True
     text_padding: bool = True  # padded positions take a learned per-position embedding
-    tokenizer: str = "shapesworld"
+    tokenizer: str = "shapesworld"  # shapesworld (word level) | glide-bpe (the released models' byte-level BPE)
+    text_vocab_size: int = 0  # token embedding rows; 0: the tokenizer's size
+    # Extra input channels (added by the model; in_channels stays the channels of x_t):
+    super_res: bool = False  # + the low-resolution image, upsampled bilinearly to image_size (in_channels more)
+    inpaint: bool = False  # + the known image times the mask and the mask (in_channels + 1 more)
 
 
 @dataclass
@@ -81,7 +85,13 @@ class CLIPConfig:
     text_heads: int = 4
     embed_dim: int = 64
     num_timesteps: int = 1000  # a learned embedding per diffusion timestep
-    tokenizer: str = "shapesworld"
+    tokenizer: str = "shapesworld"  # shapesworld | clip-bpe (CLIP's BPE, the released noised CLIP's)
+    vocab_size: int = 0  # token embedding rows; 0: the tokenizer's size (the release rounds CLIP's 49,408 up to 65,536)
+    # none: the encoder sees x_t as it is; clip: (x_t + 1) * 127.5 standardised with CLIP's per-channel pixel
+    # mean and std, inside the encoder, as the released noised CLIP does
+    input_norm: str = "none"
+    part: str = "both"  # both encoders | image | text: one encoder alone (the release ships them as two files)
+    noised: bool = True  # false: train on clean images only (t = 0), the ordinary CLIP GLIDE argues against
 
 
 @dataclass
@@ -122,8 +132,10 @@ CHOICES = {
     "diffusion.model_var_type": ("fixed_small", "fixed_large", "learned_range"),
     "diffusion.loss_type": ("mse", "hybrid"),
     "data.dataset": ("digits", "shapesworld"),
-    "model.tokenizer": ("shapesworld",),
-    "clip.tokenizer": ("shapesworld",),
+    "model.tokenizer": ("shapesworld", "glide-bpe"),
+    "clip.tokenizer": ("shapesworld", "clip-bpe"),
+    "clip.input_norm": ("none", "clip"),
+    "clip.part": ("both", "image", "text"),
     "train.precision": ("auto", "fp32", "bf16", "fp16"),
     "task": ("diffusion", "classifier", "clip"),
 }
@@ -233,6 +245,8 @@ def validate(cfg: Config) -> None:
                          "(set model.text_ctx > 0, or task: clip); digits have class labels")
     if cfg.data.max_objects not in (1, 2):
         raise ValueError(f"data.max_objects must be 1 or 2, got {cfg.data.max_objects}")
+    if m.text_vocab_size < 0:
+        raise ValueError(f"model.text_vocab_size must be >= 0 (0: the tokenizer's size), got {m.text_vocab_size}")
     if m.text_ctx:
         if m.text_width % m.text_heads:
             raise ValueError(f"model.text_width {m.text_width} is not divisible by model.text_heads {m.text_heads}")
@@ -247,8 +261,12 @@ def validate(cfg: Config) -> None:
                 raise ValueError(f"clip width {w} is not divisible by its {h} heads")
         if c.image_size != cfg.data.image_size:
             raise ValueError(f"data.image_size ({cfg.data.image_size}) must equal clip.image_size ({c.image_size})")
+        if c.vocab_size < 0:
+            raise ValueError(f"clip.vocab_size must be >= 0 (0: the tokenizer's size), got {c.vocab_size}")
         return
     if cfg.task == "classifier":
+        if m.super_res or m.inpaint:
+            raise ValueError("a classifier config (task: classifier) takes no model.super_res or model.inpaint inputs")
         if m.learn_sigma or m.num_classes or cfg.data.p_uncond:
             raise ValueError("a classifier config (task: classifier) takes model.out_channels = number of classes and "
                              "no model.learn_sigma, model.num_classes or data.p_uncond")

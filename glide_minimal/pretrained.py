@@ -90,17 +90,18 @@ def publish(name: str, state_dict: dict[str, torch.Tensor], config: dict, *, rec
 
 
 def load_evaluator(name: str = "digits-evaluator", device: str | torch.device = "cpu"):
-    """The shipped independent evaluator (see metrics.py)."""
-    from .metrics import DigitClassifier, DigitEvaluator
+    """A shipped independent evaluator (see metrics.py): "digits-evaluator" or "shapes-evaluator-16"."""
+    from .checkpoint import load_state_dict_into
+    from .metrics import DigitClassifier, DigitEvaluator, ShapesClassifier, ShapesEvaluator
 
     weights, config = load_weights(name)
-    if config.get("kind") != "digit-evaluator":
-        raise CheckpointError(f"{name!r} is a {config.get('kind')!r} checkpoint, not a digit evaluator")
-    model = DigitClassifier(config["image_size"])
-    from .checkpoint import load_state_dict_into
-
+    kinds = {"digit-evaluator": (DigitClassifier, DigitEvaluator), "shapes-evaluator": (ShapesClassifier, ShapesEvaluator)}
+    if config.get("kind") not in kinds:
+        raise CheckpointError(f"{name!r} is a {config.get('kind')!r} checkpoint, not an evaluator ({', '.join(kinds)})")
+    network, judge = kinds[config["kind"]]
+    model = network(config["image_size"])
     load_state_dict_into(model, weights, name)
-    return DigitEvaluator(model.to(device))
+    return judge(model.to(device))
 
 
 def load_model(name: str, device: str | torch.device = "cpu"):

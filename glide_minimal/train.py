@@ -141,6 +141,8 @@ class Trainer:
     def loss_terms(self, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, kwargs: dict) -> dict:
         """Per-example terms [N] with a 'loss' among them, for the config's task."""
         if self.cfg.task == "clip":
+            if not self.cfg.clip.noised:  # an ordinary CLIP: clean images only
+                return clip_loss_terms(self.ddp, x_start, torch.zeros_like(t), kwargs["tokens"], kwargs["mask"])
             return clip_loss_terms(self.ddp, self.diffusion.q_sample(x_start, t, noise), t, kwargs["tokens"], kwargs["mask"])
         if self.cfg.task == "classifier":
             # A noised classifier learns p(y | x_t, t) on images noised exactly as the sampler will see them.

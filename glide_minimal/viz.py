@@ -136,3 +136,82 @@ def unet_diagram(model, ax=None):
     for side in ("top", "right", "bottom"):
         ax.spines[side].set_visible(False)
     return ax
+
+
+def text_conditioning_diagram(model, ax=None):
+    """GLIDE's two routes from caption to pixels, labelled with this model's sizes (GLIDE's paper has no figure)."""
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    m = model.cfg
+    emb = 4 * m.model_channels
+    attn_sizes = ", ".join(f"{s} px" for s in sorted(m.attention_resolutions, reverse=True))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(11, 4.6))
+    boxes = {  # name: (x, y, text, color)
+        "caption": (0.4, 3.2, '"a large red circle\nin the top left"', "#ffffff"),
+        "tokens": (3.0, 3.2, f"word tokens [N, {m.text_ctx}]\n+ mask (pad at the end)", "#eeeeee"),
+        "xf": (5.8, 3.2, f"text transformer\n{m.text_layers} layers x {m.text_width} wide, {m.text_heads} heads\n"
+                         "padding embedding, final LN", "#e6d9f2"),
+        "last": (8.7, 4.3, f"last position [N, {m.text_width}]\n-> transformer_proj\n-> [N, {emb}]", "#f7e3c6"),
+        "seq": (8.7, 2.0, f"all positions [N, {m.text_width}, {m.text_ctx}]\n-> encoder_kv of each\nattention layer", "#cfe3f7"),
+        "time": (8.7, 5.6, f"t -> sinusoid -> MLP [N, {emb}]", "#eeeeee"),
+        "res": (11.7, 4.9, "+ : the embedding every\nResBlock gets (scale, shift\nof its GroupNorm)", "#f7e3c6"),
+        "attn": (11.7, 2.0, f"attention at {attn_sizes}:\nkeys, values =\n[text tokens | pixels]", "#cfe3f7"),
+    }
+    for x, y, text, color in boxes.values():
+        ax.add_patch(FancyBboxPatch((x - 1.2, y - 0.5), 2.4, 1.0, boxstyle="round,pad=0.05", facecolor=color,
+                                    edgecolor="0.3", linewidth=0.8))
+        ax.text(x, y, text, ha="center", va="center", fontsize=7)
+    def arrow(a: str, b: str, color: str = "0.2", label: str | None = None) -> None:
+        (xa, ya), (xb, yb) = boxes[a][:2], boxes[b][:2]
+        start = (xa + 1.25, ya) if xb > xa else (xa, ya + 0.55)
+        end = (xb - 1.25, yb) if xb > xa else (xb, yb - 0.55)
+        ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=10, color=color, linewidth=1.3))
+        if label:
+            ax.text((start[0] + end[0]) / 2, (start[1] + end[1]) / 2 + 0.15, label, fontsize=7, color=color, ha="center")
+
+    arrow("caption", "tokens")
+    arrow("tokens", "xf")
+    arrow("xf", "last", "#c56a00", "path 1")
+    arrow("xf", "seq", "#2a6fb0", "path 2")
+    arrow("time", "res")
+    arrow("last", "res", "#c56a00")
+    arrow("seq", "attn", "#2a6fb0")
+    ax.set_xlim(-0.9, 13.0)
+    ax.set_ylim(1.2, 6.3)
+    ax.axis("off")
+    ax.set_title("GLIDE's text conditioning: path 1 tells every ResBlock what the caption says (globally); "
+                 "path 2 lets every pixel look up the words it needs", fontsize=8)
+    return ax
+
+
+@torch.no_grad()
+def text_attention_maps(model, x_t: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor,
+                        mask: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+    """How much attention each pixel pays to each text position, per attention layer of a text U-Net.
+
+    Returns [(layer name, maps [N, text_ctx, h, w])], averaged over heads: the share of a pixel's
+    softmax (over text tokens and pixels together) that lands on each text position.
+    """
+    from .models.layers import AttentionBlock
+
+    blocks = [(name, m) for name, m in model.named_modules() if isinstance(m, AttentionBlock) and m.encoder_kv is not None]
+    for _, block in blocks:
+        block.keep_attention = True
+    sizes = {}
+    hooks = [block.register_forward_pre_hook(lambda mod, args, name=name: sizes.__setitem__(name, args[0].shape[-2:]))
+             for name, block in blocks]
+    try:
+        model(x_t, t, tokens=tokens, mask=mask)
+    finally:
+        for h in hooks:
+            h.remove()
+        for _, block in blocks:
+            block.keep_attention = False
+    maps = []
+    for name, block in blocks:
+        h, w = sizes[name]
+        text = block.attention[..., :tokens.shape[1]].mean(1)  # [N, h*w, L]
+        maps.append((name, text.transpose(1, 2).reshape(len(x_t), tokens.shape[1], h, w)))
+        block.attention = None
+    return maps

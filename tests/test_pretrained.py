@@ -159,6 +159,17 @@ def test_shipped_checkpoint_verifies_and_loads(name, monkeypatch):
         assert accuracy >= 0.9
         if claimed is not None:
             assert accuracy == pytest.approx(claimed, abs=0.005)  # the manifest's number is reproducible
+    elif kind == "shapes-evaluator":
+        from glide_minimal.metrics import shapes_training_set
+
+        evaluator = pretrained.load_evaluator(name)
+        images, _ = shapes_training_set(config["image_size"])
+        predictions = evaluator.predict(images)
+        from glide_minimal.shapesworld import all_combinations
+
+        right = [tuple(p[a] for a in ("shape", "color", "size", "position")) == combo
+                 for p, combo in zip(predictions, all_combinations())]
+        assert sum(right) / len(right) == pytest.approx(entry["metrics"]["clean_all_attributes_accuracy"], abs=0.005)
     else:
         model, cfg = pretrained.load_model(name)
         assert sorted(model.state_dict()) == sorted(weights)

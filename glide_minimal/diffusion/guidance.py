@@ -5,6 +5,8 @@
   eps = eps_u + s (eps_c - eps_u), and the conditional half's variance is kept.
 - Classifier guidance (Dhariwal & Nichol 2021): a cond_fn returning s * grad_x log p(y | x_t, t) of a
   noised classifier; the sampler adds it to the mean (ancestral) or the score (DDIM).
+- CLIP guidance (GLIDE section 2.3): a cond_fn returning s * grad_x (f(x_t, t) . g(c)), the gradient of
+  a noised CLIP's cosine similarity between the noised image and the caption.
 """
 from __future__ import annotations
 
@@ -45,5 +47,23 @@ def classifier_cond_fn(classifier: Callable, labels: torch.Tensor, guidance_scal
             log_probs = classifier(x, t).float().log_softmax(dim=-1)
             selected = log_probs[torch.arange(len(labels), device=x.device), labels.to(x.device)]
             return guidance_scale * torch.autograd.grad(selected.sum(), x)[0]
+
+    return cond_fn
+
+
+def clip_cond_fn(clip: Callable, tokens: torch.Tensor, mask: torch.Tensor, guidance_scale: float) -> Callable:
+    """cond_fn(x_t, t) = s * grad_x (f(x_t, t) . g(c)) for a noised CLIP (GLIDE Eq. 4's mean shift).
+
+    clip: has embed_image(x_t, t) and embed_text(tokens, mask), both unit vectors [N, D]. The caption
+    embedding does not depend on x_t, so it is computed once.
+    """
+    with torch.no_grad():
+        text_emb = clip.embed_text(tokens, mask)
+
+    def cond_fn(x_t: torch.Tensor, t: torch.Tensor, **_: object) -> torch.Tensor:
+        with torch.enable_grad():
+            x = x_t.detach().requires_grad_(True)
+            similarity = (clip.embed_image(x, t) * text_emb.to(x.device)).sum()
+            return guidance_scale * torch.autograd.grad(similarity, x)[0]
 
     return cond_fn

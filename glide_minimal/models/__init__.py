@@ -7,7 +7,7 @@ import torch
 
 from .layers import AttentionBlock, ResBlock, timestep_embedding
 from .classifier import NoisedClassifier
-from .clip import NoisedCLIP
+from .clip import CaptionEncoder, NoisedCLIP, NoisedImageEncoder
 from .text import TextTransformer, WordTokenizer, get_tokenizer
 from .unet import UNet
 
@@ -20,9 +20,32 @@ def build_model(cfg, device: str | torch.device | None = None) -> torch.nn.Modul
         cfg = load_config(cfg)
     with torch.device(device) if device is not None else contextlib.nullcontext():
         if cfg.task == "clip":
-            return NoisedCLIP(cfg.clip)
+            # The release ships the two encoders as separate files; clip.part builds one of them alone.
+            parts = {"both": NoisedCLIP, "image": NoisedImageEncoder, "text": CaptionEncoder}
+            return parts[cfg.clip.part](cfg.clip)
         return NoisedClassifier(cfg.model) if cfg.task == "classifier" else UNet(cfg.model)
 
 
+def example_inputs(cfg, batch: int = 1, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Zero inputs of the right shapes for cfg's diffusion model: (x_t, t, model_kwargs). For shape checks and
+    memory estimates (device="meta")."""
+    m = cfg.model
+    x = torch.zeros(batch, m.in_channels, m.image_size, m.image_size, device=device)
+    t = torch.zeros(batch, dtype=torch.long, device=device)
+    kwargs = {}
+    if m.num_classes:
+        kwargs["labels"] = torch.zeros(batch, dtype=torch.long, device=device)
+    if m.text_ctx:
+        kwargs["tokens"] = torch.zeros(batch, m.text_ctx, dtype=torch.long, device=device)
+        kwargs["mask"] = torch.zeros(batch, m.text_ctx, dtype=torch.bool, device=device)
+    if m.super_res:  # a 4x smaller image, GLIDE's upsampling factor
+        low = max(1, m.image_size // 4)
+        kwargs["low_res"] = torch.zeros(batch, m.in_channels, low, low, device=device)
+    if m.inpaint:
+        kwargs["inpaint_image"] = torch.zeros_like(x)
+        kwargs["inpaint_mask"] = torch.zeros(batch, 1, m.image_size, m.image_size, device=device)
+    return x, t, kwargs
+
+
 __all__ = ["AttentionBlock", "NoisedCLIP", "NoisedClassifier", "ResBlock", "TextTransformer", "UNet", "WordTokenizer",
-           "build_model", "get_tokenizer", "timestep_embedding"]
+           "build_model", "example_inputs", "get_tokenizer", "timestep_embedding"]

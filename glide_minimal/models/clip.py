@@ -7,6 +7,10 @@ here a learned embedding per timestep, used as the first token of a Vision Trans
 et al. 2021) whose other tokens are image patches; that token's output is the image embedding. The
 caption encoder is a causal transformer; the output at the last real token is the caption embedding.
 The diffusion process is not in here: the trainer hands in x_t and t.
+
+clip.input_norm: "clip" makes the image encoder standardise its input as the released noised CLIP
+does (x_t -> (x_t + 1) * 127.5, minus CLIP's pixel mean, over its std, per channel), so converted
+released weights see what they were trained on; "none" (the tutorial models) feeds x_t as it is.
 """
 from __future__ import annotations
 
@@ -16,7 +20,18 @@ from einops import rearrange
 from torch import nn
 
 from ..config import CLIPConfig
-from .text import MLP, get_tokenizer
+from .text import MLP, tokenizer_vocab_size
+
+# CLIP's per-channel pixel statistics on the 0..255 scale (Radford et al. 2021), used by input_norm "clip".
+CLIP_PIXEL_MEAN = (122.77093945, 116.74601272, 104.09373519)
+CLIP_PIXEL_STD = (68.50053285, 66.63215831, 70.32316309)
+
+
+def clip_pixel_norm(x: torch.Tensor) -> torch.Tensor:
+    """x in [-1, 1] -> CLIP's standardised pixels: ((x + 1) * 127.5 - mean) / std per channel. [N, 3, H, W]."""
+    mean = torch.tensor(CLIP_PIXEL_MEAN, dtype=x.dtype, device=x.device)[:, None, None]
+    std = torch.tensor(CLIP_PIXEL_STD, dtype=x.dtype, device=x.device)[:, None, None]
+    return ((x + 1) * 127.5 - mean) / std
 
 
 class Attention(nn.Module):
@@ -72,6 +87,8 @@ class NoisedImageEncoder(nn.Module):
         if tuple(x.shape[1:]) != (c.in_channels, c.image_size, c.image_size):
             raise ValueError(f"x has shape {tuple(x.shape)} but this CLIP image encoder takes "
                              f"[N, {c.in_channels}, {c.image_size}, {c.image_size}]")
+        if c.input_norm == "clip":
+            x = clip_pixel_norm(x)
         patches = rearrange(self.patch_proj(x), "n w h1 w1 -> n (h1 w1) w")
         tokens = torch.cat([self.time_embedding(t)[:, None].to(patches.dtype), patches], dim=1)
         h = self.blocks(self.ln_pre(tokens + self.positional_embedding.to(patches.dtype)))
@@ -84,7 +101,7 @@ class CaptionEncoder(nn.Module):
     def __init__(self, cfg: CLIPConfig):
         super().__init__()
         self.context_length = cfg.text_ctx
-        vocab = len(get_tokenizer(cfg.tokenizer, cfg.text_ctx))
+        vocab = cfg.vocab_size or tokenizer_vocab_size(cfg.tokenizer, cfg.text_ctx)
         self.token_embedding = nn.Embedding(vocab, cfg.text_width)
         self.positional_embedding = nn.Parameter(torch.randn(cfg.text_ctx, cfg.text_width) * 0.01)
         self.blocks = nn.Sequential(*[Block(cfg.text_width, cfg.text_heads, causal=True) for _ in range(cfg.text_layers)])

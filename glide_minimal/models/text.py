@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import re
 import warnings
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -77,16 +78,33 @@ class WordTokenizer:
         return tokens, mask
 
 
-TOKENIZERS = ("shapesworld",)
+TOKENIZERS = ("shapesworld", "glide-bpe", "clip-bpe")
 
 
-def get_tokenizer(name: str, context_length: int) -> WordTokenizer:
-    """The tokenizer a config names (model.tokenizer)."""
+def get_tokenizer(name: str, context_length: int, vocab_dir: str | Path | None = None):
+    """The tokenizer a config names (model.tokenizer, clip.tokenizer).
+
+    shapesworld is built in; glide-bpe and clip-bpe (the released models' BPEs, see bpe.py) read their
+    vocabulary files from vocab_dir (default: $GLIDE_MINIMAL_VOCAB or data/vocab).
+    """
     if name == "shapesworld":
         from ..shapesworld import vocabulary
 
         return WordTokenizer(vocabulary(), context_length)
+    if name in ("glide-bpe", "clip-bpe"):
+        from .bpe import load_bpe
+
+        return load_bpe(name, context_length, vocab_dir)
     raise ValueError(f"unknown tokenizer {name!r}; choose one of: {', '.join(TOKENIZERS)}")
+
+
+def tokenizer_vocab_size(name: str, context_length: int = 1) -> int:
+    """Token embedding rows for a tokenizer, without its vocabulary files (so any config builds anywhere)."""
+    from .bpe import VOCAB_SIZES
+
+    if name in VOCAB_SIZES:
+        return VOCAB_SIZES[name]
+    return len(get_tokenizer(name, context_length))
 
 
 class MultiheadSelfAttention(nn.Module):

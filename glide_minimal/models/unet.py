@@ -12,17 +12,23 @@ last-position output, projected by `transformer_proj`, is added to the timestep 
 every ResBlock sees the caption), and its whole output sequence is projected by each attention
 layer's `encoder_kv` and put in front of that layer's keys and values (path 2: every pixel attends
 to the words).
+
+Cascade and editing inputs (GLIDE sections 3 and 4.3), added as extra input channels of the first
+conv, in the released models' order [x_t | known image * mask | mask | upsampled low-res image]:
+super_res models see the low-resolution image upsampled bilinearly to the model's size; inpaint
+models see the known pixels (zero where the mask is 0) and the mask itself.
 """
 from __future__ import annotations
 
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import UNetConfig
 from .layers import AttentionBlock, Downsample, ResBlock, Upsample, normalization, timestep_embedding, zero_module
-from .text import TextTransformer, get_tokenizer
+from .text import TextTransformer, tokenizer_vocab_size
 
 
 class EmbedSequential(nn.ModuleList):
@@ -39,12 +45,17 @@ class EmbedSequential(nn.ModuleList):
         return x
 
 
+def input_channels(cfg: UNetConfig) -> int:
+    """Channels of the first conv: x_t, plus (inpaint) image * mask and the mask, plus (super_res) the low-res image."""
+    return cfg.in_channels * (1 + cfg.inpaint + cfg.super_res) + cfg.inpaint
+
+
 def encoder_blocks(cfg: UNetConfig, res: Callable[..., ResBlock], attn: Callable[[int], AttentionBlock]):
     """The U-Net's encoder half: a 3x3 conv, then per level num_res_blocks ResBlocks (+ attention at the
     attention_resolutions) and, between levels, a 2x down-sampling. Shared by the U-Net and the noised
     classifier. Returns (blocks, output channels of every block: the decoder's skip connections)."""
     ch, size = cfg.model_channels, cfg.image_size
-    blocks = nn.ModuleList([EmbedSequential([nn.Conv2d(cfg.in_channels, ch, 3, padding=1)])])
+    blocks = nn.ModuleList([EmbedSequential([nn.Conv2d(input_channels(cfg), ch, 3, padding=1)])])
     channels = [ch]
     for level, mult in enumerate(cfg.channel_mult):
         for _ in range(cfg.num_res_blocks):
@@ -62,10 +73,13 @@ def encoder_blocks(cfg: UNetConfig, res: Callable[..., ResBlock], attn: Callable
 
 
 class UNet(nn.Module):
-    """eps_theta(x_t, t[, labels | tokens, mask]): [N, in_channels, H, W] -> [N, out_channels (x2 if learn_sigma), H, W].
+    """eps_theta(x_t, t[, labels | tokens, mask][, low_res][, inpaint_image, inpaint_mask]):
+    [N, in_channels, H, W] -> [N, out_channels (x2 if learn_sigma), H, W].
 
     labels [N] long (class-conditional models); tokens [N, text_ctx] long and mask [N, text_ctx] bool
-    (text-conditional models; the empty caption, all padding, is the unconditional input).
+    (text-conditional models; the empty caption, all padding, is the unconditional input);
+    low_res [N, in_channels, h, w] (super_res models; any h, w, upsampled to H, W);
+    inpaint_image [N, in_channels, H, W] and inpaint_mask [N, 1, H, W], 1 = known, 0 = to fill (inpaint models).
     """
 
     def __init__(self, cfg: UNetConfig, context_channels: int | None = None):
@@ -78,7 +92,7 @@ class UNet(nn.Module):
         self.label_emb = nn.Embedding(cfg.num_classes + 1, emb_dim) if cfg.num_classes > 0 else None
         self.text_encoder = self.transformer_proj = None
         if cfg.text_ctx > 0:
-            vocab = len(get_tokenizer(cfg.tokenizer, cfg.text_ctx))
+            vocab = cfg.text_vocab_size or tokenizer_vocab_size(cfg.tokenizer, cfg.text_ctx)
             self.text_encoder = TextTransformer(vocab, cfg.text_ctx, cfg.text_width, cfg.text_layers, cfg.text_heads,
                                                 cfg.text_final_ln, cfg.text_padding)
             self.transformer_proj = nn.Linear(cfg.text_width, emb_dim)
@@ -136,12 +150,49 @@ class UNet(nn.Module):
         # The last position is usually padding; the bidirectional transformer lets it gather the whole caption.
         return self.transformer_proj(xf_out[:, -1]), xf_out.transpose(1, 2)
 
+    def conditioning_inputs(self, x: torch.Tensor, low_res: torch.Tensor | None, inpaint_image: torch.Tensor | None,
+                            inpaint_mask: torch.Tensor | None) -> torch.Tensor:
+        """x_t with the super-res / inpaint channels appended: [N, input_channels(cfg), H, W]."""
+        c = self.cfg
+        n, _, h, w = x.shape
+        parts = [x]
+        if c.inpaint:
+            if inpaint_image is None or inpaint_mask is None:
+                raise ValueError("this model inpaints (model.inpaint): pass inpaint_image [N, "
+                                 f"{c.in_channels}, {h}, {w}] and inpaint_mask [N, 1, {h}, {w}] (1 = known, 0 = fill; "
+                                 "an all-zero mask asks for a new image)")
+            if tuple(inpaint_image.shape) != (n, c.in_channels, h, w):
+                raise ValueError(f"inpaint_image has shape {tuple(inpaint_image.shape)} but x_t is {tuple(x.shape)}; "
+                                 f"it must be [{n}, {c.in_channels}, {h}, {w}]")
+            if tuple(inpaint_mask.shape) != (n, 1, h, w):
+                raise ValueError(f"inpaint_mask has shape {tuple(inpaint_mask.shape)} but the image is "
+                                 f"{tuple(inpaint_image.shape)}; the mask must be [{n}, 1, {h}, {w}] with 1 = keep, 0 = fill")
+            inpaint_mask = inpaint_mask.to(x.dtype)
+            parts += [inpaint_image.to(x.dtype) * inpaint_mask, inpaint_mask]
+        elif inpaint_image is not None or inpaint_mask is not None:
+            raise ValueError("this model does not inpaint (model.inpaint = false) but got inpaint_image / inpaint_mask")
+        if c.super_res:
+            if low_res is None:
+                raise ValueError(f"this model upsamples (model.super_res): pass low_res [N, {c.in_channels}, h, w], "
+                                 "the low-resolution image in [-1, 1]")
+            if low_res.ndim != 4 or low_res.shape[:2] != (n, c.in_channels):
+                raise ValueError(f"low_res has shape {tuple(low_res.shape)} but x_t is {tuple(x.shape)}; it must be "
+                                 f"[{n}, {c.in_channels}, h, w]")
+            # Bilinear, not nearest: the released upsamplers were trained on bilinearly upsampled inputs.
+            parts.append(F.interpolate(low_res.to(x.dtype), size=(h, w), mode="bilinear", align_corners=False))
+        elif low_res is not None:
+            raise ValueError("this model does not upsample (model.super_res = false) but got low_res")
+        return torch.cat(parts, dim=1) if len(parts) > 1 else x
+
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, labels: torch.Tensor | None = None,
-                tokens: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+                tokens: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+                low_res: torch.Tensor | None = None, inpaint_image: torch.Tensor | None = None,
+                inpaint_mask: torch.Tensor | None = None) -> torch.Tensor:
         expected = (self.cfg.in_channels, self.cfg.image_size, self.cfg.image_size)
         if tuple(x.shape[1:]) != expected:
             raise ValueError(f"x has shape {tuple(x.shape)} but this U-Net takes [N, {expected[0]}, "
                              f"{expected[1]}, {expected[2]}] (model.in_channels, model.image_size)")
+        x = self.conditioning_inputs(x, low_res, inpaint_image, inpaint_mask)
         emb, context = self.embed(timesteps, labels), None
         if self.text_encoder is not None:
             pooled, context = self.encode_text(tokens, mask)
