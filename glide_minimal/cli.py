@@ -1,4 +1,4 @@
-"""The `glide-minimal` command: train | sample | info | bench. Mirrors the Python API."""
+"""The `glide-minimal` command: train | sample | info | bench | convert. Mirrors the Python API."""
 from __future__ import annotations
 
 import argparse
@@ -131,6 +131,15 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_convert(args) -> int:
+    from .convert import convert
+
+    out = convert(args.released, args.out, args.config, args.dtype)
+    print(f"wrote {out} and {out.with_suffix('.json')}: load with gm.load_pipeline({str(out)!r}) "
+          "or gm.pretrained.load_model")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="glide-minimal", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -183,12 +192,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int)
     p.set_defaults(func=cmd_bench)
 
+    p = sub.add_parser("convert", help="released glide-text2im checkpoint(s) (.pt) -> safetensors + config JSON")
+    p.add_argument("released", nargs="+", help="one released file (base.pt, upsample.pt, ...), or both noised CLIP "
+                                               "files (clip_image_enc.pt clip_text_enc.pt) for one CLIP model")
+    p.add_argument("--out", required=True, help="output .safetensors path (the config JSON goes next to it)")
+    p.add_argument("--config", help="config name or path (default: the glide-filtered-* config of the file)")
+    p.add_argument("--dtype", default="keep", choices=["keep", "fp32", "fp16", "bf16"])
+    p.set_defaults(func=cmd_convert)
+
     args = parser.parse_args(argv)
     from .checkpoint import CheckpointError
 
     try:
         return args.func(args)
-    except (KeyError, ValueError, FileExistsError, CheckpointError) as e:
+    except (KeyError, ValueError, FileExistsError, FileNotFoundError, CheckpointError) as e:
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
 

@@ -63,9 +63,16 @@ def verified_path(name: str, root: Path | None = None) -> Path:
     return path
 
 
-def load_weights(name: str, root: Path | None = None) -> tuple[dict[str, torch.Tensor], dict]:
-    """(float32 state dict, config dict) of a shipped checkpoint, sha256-verified."""
-    tensors, meta = load_tensors(verified_path(name, root))
+def load_weights(name: str | Path, root: Path | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    """(float32 state dict, config dict) of a shipped checkpoint, sha256-verified; or of a .safetensors
+    path with the config in its metadata (e.g. written by `glide-minimal convert`; no manifest, no sha256)."""
+    path = Path(name)
+    if path.suffix == ".safetensors":  # registry names have no suffix
+        tensors, meta = load_tensors(path)  # names a missing file in its error
+        if "config" not in meta:
+            raise CheckpointError(f"{path} has no config in its metadata; write it with glide-minimal convert")
+    else:
+        tensors, meta = load_tensors(verified_path(str(name), root))
     weights = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
     return weights, meta["config"]
 

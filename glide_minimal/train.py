@@ -68,6 +68,9 @@ class Trainer:
         if cfg.train.batch_size % self.world:
             raise ValueError(f"train.batch_size {cfg.train.batch_size} must be divisible by the {self.world} processes")
 
+        if cfg.task == "clip" and cfg.clip.part != "both":
+            raise ValueError(f"clip.part {cfg.clip.part!r} builds one CLIP encoder alone (to load a released file); "
+                             "contrastive training needs both: set clip.part: both")
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
         self.model = build_model(cfg).to(self.device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()

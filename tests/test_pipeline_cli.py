@@ -148,7 +148,31 @@ def test_shipped_pipeline_samples(name, monkeypatch):
     m = pipe.cfg.model
     if m.num_classes:
         images = pipe(labels=[0, 1], steps=5, seed=0)
+    elif m.text_ctx:
+        images = pipe(["a large red circle in the center", ""], steps=5, seed=0)
     else:
         images = pipe(2, steps=5, seed=0)
     assert images.shape == (2, m.in_channels, m.image_size, m.image_size)
     assert images.min() >= 0 and images.max() <= 1
+
+
+def test_cli_sample_with_prompts_from_a_text_checkpoint(tmp_path, monkeypatch, capsys):
+    from conftest import tiny_text_config
+
+    cfg = tiny_text_config()
+    torch.manual_seed(0)
+    pretrained.publish("tiny-text", build_model(cfg).state_dict(), cfg.to_dict(), record={"command": "pytest"},
+                       root=tmp_path / "ckpts")
+    monkeypatch.setenv("GLIDE_MINIMAL_CHECKPOINTS", str(tmp_path / "ckpts"))
+    out = tmp_path / "grid.png"
+    args = ["sample", "--pipeline", "tiny-text", "--steps", "3", "--out", str(out), "--device", "cpu", "--no-progress"]
+    assert main(args + ["--prompt", "a red circle", "a blue square"]) == 0
+    assert f"wrote {out}: 2 images of (3, 16, 16)" in capsys.readouterr().out
+    assert main(args + ["--prompt", "a red circle", "--num-images", "3"]) == 0
+    assert "3 images" in capsys.readouterr().out
+    assert main(args + ["--prompt", "a purple circle"]) == 2
+    assert "unknown word 'purple'" in capsys.readouterr().err
+    assert main(args) == 2
+    assert "text-conditional: pass --prompt" in capsys.readouterr().err
+    assert main(args + ["--prompt", "a red circle", "--guidance", "clip"]) == 2
+    assert "needs a noised CLIP checkpoint" in capsys.readouterr().err

@@ -12,8 +12,10 @@ released tokenizers work on the UTF-8 *bytes* of the text, each byte shown as on
   merges file (`bpe_simple_vocab_16e6.txt.gz`); a word's last symbol carries "</w>"; a caption is
   [start, tokens, end] padded with 0 to 77, and the mask is True from the start to the end token.
 
-The vocabulary files come with the released checkpoints and are never downloaded: put them in
-`data/vocab/` (or point $GLIDE_MINIMAL_VOCAB at their folder); a missing file is an error naming it.
+The vocabulary files come with the released code and checkpoints (glide_text2im/tokenizer/ holds
+encoder.json.gz, vocab.bpe.gz and bpe_simple_vocab_16e6.txt.gz; gzipped files work as they are) and
+are never downloaded: put them in `data/vocab/` (or point $GLIDE_MINIMAL_VOCAB at their folder); a
+missing file is an error naming the path.
 """
 from __future__ import annotations
 
@@ -23,7 +25,6 @@ import html
 import json
 import os
 import re
-import sys
 import unicodedata
 import warnings
 from pathlib import Path
@@ -85,7 +86,8 @@ def _unicode_class(prefix: str) -> str:
     """The characters whose Unicode category starts with `prefix` ("L" letters, "N" numbers) as the inside
     of a regex character class, so Python's `re` can stand in for the `regex` module's \\p{L} and \\p{N}."""
     ranges, start, prev = [], None, None
-    for cp in range(sys.maxunicode + 1):
+    # Letters and numbers live in planes 0-3 only (4-13 are unassigned, 14 holds tags, 15-16 private use).
+    for cp in range(0x40000):
         if unicodedata.category(chr(cp)).startswith(prefix):
             if start is None:
                 start = cp
@@ -297,8 +299,8 @@ class CLIPBPE(_Padding):
     def decode(self, ids: Sequence[int]) -> str:
         special = {self.start_token, self.end_token}
         text = "".join(self.decoder[int(i)] for i in ids if int(i) not in special)
-        words = bytes(self.byte_decoder[c] for c in text.replace("</w>", " ")).decode("utf-8", errors="replace")
-        return words.strip()
+        text = text.replace("</w>", byte_to_unicode()[ord(" ")])  # a word's end is a space
+        return bytes(self.byte_decoder[c] for c in text).decode("utf-8", errors="replace").strip()
 
     def row(self, text: str) -> tuple[list[int], int]:
         ids = self.encode(text)
