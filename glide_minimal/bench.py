@@ -2,7 +2,8 @@
 
 sampler: wall time of a sampling loop over the same number of bare model forwards (the sampler's
 own overhead should be a few percent); train: training images per second of a config; guidance:
-seconds per sample of a shipped text pipeline unguided, with classifier-free and with CLIP guidance.
+seconds per sample of a shipped text pipeline unguided, with classifier-free and with CLIP guidance;
+released: the released-size cascade (random weights) under the official recipe's settings and ours.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import time
 
 import torch
 
-from .config import load_config
+from .config import Config, load_config
 from .diffusion import GaussianDiffusion, ddim_sample_loop, p_sample_loop
 from .models import build_model, example_inputs
 
@@ -86,3 +87,86 @@ def bench_guidance(pipeline: str = "tutorial-text", steps: int = 25, batch: int 
         run()  # warm-up (and loads the CLIP)
         res[f"{guidance}_s_per_sample"] = _best_of(run, repeats) / batch
     return res
+
+
+# --scale tiny: the released configs shrunk (16 px base, 64 px upsampler, narrow nets, one text layer) with
+# their structure kept (text conditioning, learned sigma, super-res input), so that a test runs in seconds.
+TINY_RELEASED = {"model.model_channels": 32, "model.channel_mult": [1, 2], "model.num_res_blocks": 1,
+                 "model.num_head_channels": 16, "model.text_ctx": 16, "model.text_width": 64, "model.text_layers": 1,
+                 "model.text_heads": 2, "model.text_vocab_size": 512}
+TINY_SIZES = {"glide-filtered-base": (16, [8]), "glide-filtered-upsample": (64, [32])}
+
+
+def released_configs(scale: str = "full") -> tuple[Config, Config]:
+    """(base config, upsampler config) of the released GLIDE (filtered), or their tiny stand-ins."""
+    if scale not in ("full", "tiny"):
+        raise ValueError(f"scale {scale!r} is not valid; choose one of: full, tiny")
+    configs = []
+    for name, (size, attention) in TINY_SIZES.items():
+        tiny = {**TINY_RELEASED, "model.image_size": size, "data.image_size": size,
+                "model.attention_resolutions": attention}
+        configs.append(load_config(name, tiny if scale == "tiny" else None))
+    return tuple(configs)
+
+
+def bench_released(scale: str = "full", batch: int = 1, base_steps: str = "100", fast_base_steps: str = "ddim25",
+                   upsample_steps: str = "fast27", compile: bool = False, repeats: int = 3, device: str | None = None,
+                   guidance_scale: float = 3.0) -> dict:
+    """Time the cascade under the official settings and ours, on the same random-init models.
+
+    Returns {"device", "batch", "configs": [(name, parameters)] x2, "rows": [official, fast], "ratio"}; each row
+    has base_forward_s (one CFG forward, batch 2N), upsample_forward_s (batch N) and image_s (the whole
+    cascade / N). ratio: official / fast for each of the three.
+    """
+    from .speed import caption_inputs, cascade, fast_settings, official_settings, prepare
+
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    base_cfg, up_cfg = released_configs(scale)
+    torch.manual_seed(0)
+    base, upsampler = (build_model(c).to(device).eval() for c in (base_cfg, up_cfg))
+    cond, uncond = caption_inputs(base_cfg, batch, device)
+    g = torch.Generator().manual_seed(1)
+    s, s_up = base_cfg.model.image_size, up_cfg.model.image_size
+    x_base = torch.randn(2 * batch, 3, s, s, generator=g).to(device)  # the CFG pair, as one batch
+    x_up, low_res = torch.randn(batch, 3, s_up, s_up, generator=g).to(device), torch.randn(batch, 3, s, s, generator=g).to(device)
+    t_base, t_up = torch.full((2 * batch,), 500, device=device), torch.full((batch,), 500, device=device)
+    both = {k: torch.cat([cond[k], uncond[k]]) for k in cond}
+    rows = []
+    for settings in (official_settings(base_steps, upsample_steps),
+                     fast_settings(device, fast_base_steps, upsample_steps, compile)):
+        base_fn, up_fn = prepare(base, settings), prepare(upsampler, settings)
+        base_forward = torch.no_grad()(lambda: base_fn(x_base, t_base, **both))
+        up_forward = torch.no_grad()(lambda: up_fn(x_up, t_up, **cond, low_res=low_res))
+        base_forward(), up_forward()  # warm-up (and, with compile, compilation)
+        run = lambda: cascade(base_fn, up_fn, base_cfg, up_cfg, settings, cond, uncond, guidance_scale)
+        rows.append({"setting": settings.name, "precision": settings.precision,
+                     "layout": "channels_last" if settings.channels_last else "contiguous", "compile": settings.compile,
+                     "base_steps": f"{settings.base_steps} {settings.base_sampler}",
+                     "upsample_steps": f"{settings.upsample_steps} ancestral",
+                     "base_forward_s": _best_of(base_forward, repeats), "upsample_forward_s": _best_of(up_forward, repeats),
+                     "image_s": _best_of(run, 1) / batch})
+    official, fast = rows
+    ratio = {k: official[k] / fast[k] for k in ("base_forward_s", "upsample_forward_s", "image_s")}
+    count = lambda m: sum(p.numel() for p in m.parameters())
+    return {"device": str(device), "batch": batch, "scale": scale, "guidance_scale": guidance_scale,
+            "configs": [(base_cfg.name, count(base)), (up_cfg.name, count(upsampler))], "rows": rows, "ratio": ratio}
+
+
+def format_released(r: dict) -> str:
+    """The table `glide-minimal bench released` prints."""
+    (base, n_base), (up, n_up) = r["configs"]
+    lines = [f"{'released-size' if r['scale'] == 'full' else 'TINY stand-ins for the released'} cascade, random "
+             f"weights: {base} ({n_base:,} parameters) + {up} ({n_up:,}); {r['device']}, batch {r['batch']}, "
+             f"CFG scale {r['guidance_scale']:g} as one batched forward of 2 x {r['batch']}",
+             f"{'setting':<10}{'precision':<11}{'layout':<15}{'compile':<9}{'base steps':<16}{'upsample steps':<18}"
+             f"{'base fwd s':>11}{'up fwd s':>10}{'s/image':>10}"]
+    for row in r["rows"]:
+        lines.append(f"{row['setting']:<10}{row['precision']:<11}{row['layout']:<15}{'yes' if row['compile'] else 'no':<9}"
+                     f"{row['base_steps']:<16}{row['upsample_steps']:<18}{row['base_forward_s']:>11.4f}"
+                     f"{row['upsample_forward_s']:>10.4f}{row['image_s']:>10.3f}")
+    q = r["ratio"]
+    lines.append(f"{'official / fast (speed-up)':<79}{q['base_forward_s']:>11.2f}{q['upsample_forward_s']:>10.2f}"
+                 f"{q['image_s']:>10.2f}")
+    if r["rows"][1]["precision"] == "fp32":
+        lines.append("(no native bf16 on this device: the fast settings stay in fp32 here)")
+    return "\n".join(lines)

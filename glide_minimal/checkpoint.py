@@ -64,6 +64,19 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, metadata
 
 
+def load_metadata(path: str | Path) -> dict:
+    """The metadata of a file written by save_tensors, reading only its JSON header (not the tensors)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        with open(path, "rb") as f:
+            header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+        return json.loads((header.get("__metadata__") or {}).get("json", "{}"))
+    except (ValueError, OSError, MemoryError) as e:  # a garbage length or header
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated: {e}") from None
+
+
 def load_state_dict_into(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Copy `state` into `module`, with an error that lists missing, unexpected and mis-shaped keys."""
     own = module.state_dict()

@@ -1,4 +1,4 @@
-"""The `glide-minimal` command: train | sample | info | bench | convert. Mirrors the Python API."""
+"""The `glide-minimal` command: train | sample | info | bench | fetch | convert. Mirrors the Python API."""
 from __future__ import annotations
 
 import argparse
@@ -34,19 +34,24 @@ def cmd_train(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    from .pipeline import ClassPipeline, TextPipeline, load_pipeline
+    from .pipeline import ClassPipeline, InpaintPipeline, TextPipeline, UpsamplePipeline, load_pipeline
     from .viz import image_grid
 
     if args.threads:
         torch.set_num_threads(args.threads)
     pipe = load_pipeline(args.pipeline, args.device)
     common = dict(steps=args.steps, sampler=args.sampler, eta=args.eta, seed=args.seed, progress=not args.no_progress)
+    if isinstance(pipe, (UpsamplePipeline, InpaintPipeline)):
+        raise ValueError(f"{args.pipeline} takes images as well as prompts (an upsampler or an inpainting pipeline): use "
+                         "the Python API, or sample a text pipeline with --upsample for the whole cascade")
+    if args.upsample and not isinstance(pipe, TextPipeline):
+        raise ValueError(f"--upsample runs a text pipeline's cascade; {args.pipeline} is not a text pipeline")
     if isinstance(pipe, TextPipeline):
         if args.prompt is None:
             raise ValueError(f"{args.pipeline} is text-conditional: pass --prompt, e.g. --prompt \"a large red circle in the center\"")
         prompt = args.prompt if len(args.prompt) > 1 else args.prompt[0]
         images = pipe(prompt, num_images=None if len(args.prompt) > 1 else args.num_images,
-                      guidance_scale=args.guidance_scale, guidance=args.guidance, **common)
+                      guidance_scale=args.guidance_scale, guidance=args.guidance, upsample=args.upsample, **common)
     elif isinstance(pipe, ClassPipeline):
         if not args.labels:
             raise ValueError(f"{args.pipeline} is class-conditional: pass --labels, e.g. --labels 3 3 7")
@@ -63,50 +68,30 @@ def cmd_sample(args) -> int:
     return 0
 
 
-def memory_estimate(cfg, batch: int = 1) -> dict[str, float]:
-    """Bytes for training in fp32 with AdamW + EMA, and activations per image (sum of layer outputs)."""
-    from .models import build_model
-
-    model = build_model(cfg, device="meta")
-    params = sum(p.numel() for p in model.parameters())
-    sizes = []
-    hooks = [mod.register_forward_hook(lambda _m, _i, out: sizes.append(out.numel() if torch.is_tensor(out) else 0))
-             for mod in model.modules() if not list(mod.children())]
-    from .models import example_inputs
-
-    with torch.no_grad():
-        x, t, kwargs = example_inputs(cfg, batch, device="meta")
-        model(x, t, **kwargs)
-    for h in hooks:
-        h.remove()
-    return {"parameters": params, "weights_bytes": 4 * params, "grads_bytes": 4 * params,
-            "adam_bytes": 8 * params, "ema_bytes": 4 * params, "activation_bytes_per_image": 4 * sum(sizes) / batch}
-
-
 def cmd_info(args) -> int:
     from .config import available_configs, load_config
+    from .memory import format_report
 
     if args.list or not args.config:
         print("\n".join(available_configs()))
         return 0
-    cfg = load_config(args.config, _overrides(args.set))
-    est = memory_estimate(cfg)
-    gib = lambda b: f"{b / 2**30:.3f} GiB"
-    print(f"config      {cfg.name}: {cfg.description}")
-    print(f"parameters  {est['parameters']:,}")
-    print(f"weights     {gib(est['weights_bytes'])} (fp32)")
-    print(f"training    {gib(est['weights_bytes'] + est['grads_bytes'] + est['adam_bytes'] + est['ema_bytes'])} "
-          "(weights + grads + AdamW moments + EMA, fp32)")
-    act = est["activation_bytes_per_image"] * cfg.train.batch_size
-    print(f"activations {gib(act)} at batch {cfg.train.batch_size} (sum of layer outputs, fp32; an upper estimate)")
+    if args.gpus < 1:
+        raise ValueError(f"--gpus {args.gpus} is not valid: give the number of GPUs, 1 or more")
+    print(format_report(load_config(args.config, _overrides(args.set)), args.gpus))
     return 0
 
 
 def cmd_bench(args) -> int:
-    from .bench import bench_guidance, bench_sampler, bench_train
+    from .bench import bench_guidance, bench_released, bench_sampler, bench_train, format_released
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.what == "released":
+        r = bench_released(args.scale, args.batch or 1, args.base_steps, args.fast_base_steps, args.upsample_steps,
+                           args.compile, args.repeats, args.device)
+        print(format_released(r))
+        return 0
+    args.batch = args.batch or 16
     if args.what in ("sampler", "train"):
         args.config = args.config or "tutorial-ddpm"
     if args.what == "sampler":
@@ -128,6 +113,14 @@ def cmd_bench(args) -> int:
     else:
         r = bench_train(args.config, args.steps, args.device)
         print(f"train {args.config}: {r['images_per_s']:.1f} images/s ({r['s_per_step']:.3f} s/step at batch {r['batch_size']})")
+    return 0
+
+
+def cmd_fetch(args) -> int:
+    from .fetch import fetch, sha256_file
+
+    out = fetch(args.url, args.out, args.sha256, progress=not args.no_progress, retries=args.retries)
+    print(f"{out}: sha256 {sha256_file(out)} verified")
     return 0
 
 
@@ -163,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prompt", nargs="+", help="text pipelines: a caption (several: one image each); \"\" = unconditional")
     p.add_argument("--guidance", default="cfg", help="text guidance: cfg | clip | none")
     p.add_argument("--guidance-scale", type=float, default=3.0)
+    p.add_argument("--upsample", action="store_true",
+                   help="text pipelines: run the cascade, the base model then its -upsample checkpoint (fast27)")
     p.add_argument("--method", default="cfg", help="class guidance: cfg | classifier | none")
     p.add_argument("--steps", default=None, help="sampling steps or a respacing spec (100, ddim50, fast27)")
     p.add_argument("--sampler", default="ancestral", choices=["ancestral", "ddim"])
@@ -175,22 +170,38 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("info", help="parameters and memory of a config")
+    p = sub.add_parser("info", help="parameters, and training memory per GPU for DDP and FSDP")
     p.add_argument("--config")
     p.add_argument("--list", action="store_true", help="list the config names")
+    p.add_argument("--gpus", type=int, default=1, help="GPUs the global batch (and, with FSDP, the model) is split over")
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("bench", help="benchmarks: sampler overhead, training throughput, guidance cost")
-    p.add_argument("what", choices=["sampler", "train", "guidance"])
+    p = sub.add_parser("bench", help="benchmarks: sampler overhead, training throughput, guidance cost, the "
+                                     "released-size cascade (official settings vs ours)")
+    p.add_argument("what", choices=["sampler", "train", "guidance", "released"])
     p.add_argument("--config", help="config (sampler, train; default tutorial-ddpm) or shipped pipeline (guidance; "
                                     "default tutorial-text)")
     p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--batch", type=int, help="images (default 16; released: 1)")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--scale", default="full", choices=["full", "tiny"],
+                   help="released: the released-size models, or tiny stand-ins (for tests)")
+    p.add_argument("--base-steps", default="100", help="released: the official base steps (ancestral)")
+    p.add_argument("--fast-base-steps", default="ddim25", help="released: our base steps (ddimN: DDIM)")
+    p.add_argument("--upsample-steps", default="fast27", help="released: upsampler steps (both settings)")
+    p.add_argument("--compile", action="store_true", help="released: torch.compile the models in the fast setting")
     p.add_argument("--device")
     p.add_argument("--threads", type=int)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("fetch", help="download a file (released checkpoints) with resume and a sha256 check")
+    p.add_argument("url")
+    p.add_argument("--sha256", required=True, help="the file's expected sha256 (64 hex characters)")
+    p.add_argument("--out", required=True, help="where to put it; the partial download is OUT.part until verified")
+    p.add_argument("--retries", type=int, default=3, help="resume a dropped transfer this many times")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_fetch)
 
     p = sub.add_parser("convert", help="released glide-text2im checkpoint(s) (.pt) -> safetensors + config JSON")
     p.add_argument("released", nargs="+", help="one released file (base.pt, upsample.pt, ...), or both noised CLIP "
@@ -202,10 +213,11 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     from .checkpoint import CheckpointError
+    from .fetch import DownloadError
 
     try:
         return args.func(args)
-    except (KeyError, ValueError, FileExistsError, FileNotFoundError, CheckpointError) as e:
+    except (KeyError, ValueError, FileExistsError, FileNotFoundError, CheckpointError, DownloadError) as e:
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,9 @@ class UNetConfig:
     # Extra input channels (added by the model; in_channels stays the channels of x_t):
     super_res: bool = False  # + the low-resolution image, upsampled bilinearly to image_size (in_channels more)
     inpaint: bool = False  # + the known image times the mask and the mask (in_channels + 1 more)
+    # super_res only: the noise-augmentation level s of the low-res image is an input (cascaded diffusion,
+    # Ho et al. 2021), embedded like t and added to the time embedding. The released upsampler has none.
+    aug_level_embed: bool = False
 
 
 @dataclass
@@ -67,6 +71,18 @@ class DataConfig:
     max_objects: int = 1  # 1: every single-object scene once; 2: num_scenes random one- or two-object scenes
     num_scenes: int = 4000  # scenes drawn when max_objects is 2
     held_out: tuple[str, ...] = ("magenta triangle", "cyan cross")  # "color shape" pairs never trained on
+    # Super-resolution models (model.super_res): the conditioning image is the exact area-average of the
+    # target at low_res_size px (0: image_size // 4, GLIDE's 4x).
+    low_res_size: int = 0
+    # Noise augmentation (Ho et al. 2021, section 4.2): every low-res image is noised by s forward diffusion
+    # steps, s uniform in 0..low_res_aug_max (s = 0: clean; 0: off). low_res_aug_sample: the pipeline's default s.
+    low_res_aug_max: int = 0
+    low_res_aug_sample: int = 0
+    # > 0: train on random crop_size x crop_size crops (with the matching low-res crop). The U-Net is fully
+    # convolutional, so a model trained on crops samples whole images; crops cost less per step.
+    crop_size: int = 0
+    # Inpainting models (model.inpaint): the random region to fill of each example, drawn from these kinds.
+    mask_kinds: tuple[str, ...] = ("box", "freeform")
 
 
 @dataclass
@@ -104,9 +120,19 @@ class TrainConfig:
     ema_rate: float = 0.999
     grad_clip: float = 1.0
     precision: str = "auto"  # auto | fp32 | bf16 | fp16 (auto: fp32 on CPU, bf16 on GPU)
+    # Several GPUs (under torchrun): ddp replicates the model on every GPU; fsdp shards weights, gradients,
+    # optimizer state and EMA over them (for models that do not fit one GPU). One process without torchrun
+    # trains the plain model either way. See glide_minimal/parallel.py and `glide-minimal info --gpus N`.
+    parallel: str = "ddp"  # ddp | fsdp
+    activation_checkpointing: bool = False  # recompute each block's activations in backward (less memory)
+    grad_accum_steps: int = 1  # micro-batches per step; batch_size stays the global batch of one update
     log_every: int = 50
     ckpt_every: int = 500
     seed: int = 0
+    # Fine-tune: start from this shipped checkpoint (or .safetensors path) instead of a fresh init. Input
+    # channels and embeddings the source lacks (inpaint, super_res, aug_level_embed) start at zero, so the
+    # new model computes exactly what the source did (see finetune.py). "": train from scratch.
+    init_from: str = ""
 
 
 @dataclass
@@ -137,6 +163,7 @@ CHOICES = {
     "clip.input_norm": ("none", "clip"),
     "clip.part": ("both", "image", "text"),
     "train.precision": ("auto", "fp32", "bf16", "fp16"),
+    "train.parallel": ("ddp", "fsdp"),
     "task": ("diffusion", "classifier", "clip"),
 }
 SECTIONS = {"model": UNetConfig, "diffusion": DiffusionConfig, "data": DataConfig, "train": TrainConfig,
@@ -227,10 +254,27 @@ def validate(cfg: Config) -> None:
     m, d, t = cfg.model, cfg.diffusion, cfg.train
     for key in ("image_size", "in_channels", "out_channels", "model_channels", "num_res_blocks", "num_head_channels"):
         _positive(getattr(m, key), f"model.{key}")
-    for key in ("batch_size", "max_steps", "log_every", "ckpt_every"):
+    for key in ("batch_size", "max_steps", "log_every", "ckpt_every", "grad_accum_steps"):
         _positive(getattr(t, key), f"train.{key}")
+    if t.batch_size % t.grad_accum_steps:
+        divisors = [d for d in range(1, t.batch_size + 1) if t.batch_size % d == 0]
+        raise ValueError(f"train.grad_accum_steps {t.grad_accum_steps} does not divide train.batch_size {t.batch_size} "
+                         f"(the global batch is split into equal micro-batches); choose one of: "
+                         f"{', '.join(map(str, divisors[:12]))}{', ...' if len(divisors) > 12 else ''}")
+    if t.parallel == "fsdp" and t.precision == "fp16":
+        raise ValueError("train.precision fp16 is not supported with train.parallel fsdp (its loss scaler would have "
+                         "to agree across shards); choose train.precision bf16, fp32 or auto")
+    if cfg.task == "clip" and t.grad_accum_steps > 1:
+        raise ValueError(f"train.grad_accum_steps {t.grad_accum_steps}: CLIP's contrastive loss compares every image "
+                         "with every caption of its batch, so micro-batches would change the loss; use 1")
     _positive(t.lr, "train.lr")
     _positive(d.num_timesteps, "diffusion.num_timesteps")
+    if t.init_from and cfg.task != "diffusion":
+        raise ValueError(f"train.init_from fine-tunes a diffusion model; a {cfg.task} config cannot start from "
+                         f"{t.init_from!r}")
+    if cfg.data.crop_size and cfg.task != "diffusion":
+        raise ValueError(f"data.crop_size is for diffusion models (fully convolutional); a {cfg.task} config takes whole "
+                         "images: set data.crop_size: 0")
     if not 0.0 <= t.ema_rate < 1.0:
         raise ValueError(f"train.ema_rate must be in [0, 1), got {t.ema_rate!r}")
     if not 0.0 <= cfg.data.p_uncond < 1.0:
@@ -282,6 +326,7 @@ def validate(cfg: Config) -> None:
     if cfg.data.image_size != m.image_size:
         raise ValueError(f"data.image_size ({cfg.data.image_size}) must equal model.image_size ({m.image_size})")
     levels = len(m.channel_mult)
+    _validate_cascade(cfg, 2 ** (levels - 1))
     if m.image_size % 2 ** (levels - 1):
         raise ValueError(
             f"model.image_size {m.image_size} is not divisible by 2**{levels - 1} (channel_mult has {levels} levels)"
@@ -296,6 +341,46 @@ def validate(cfg: Config) -> None:
                 f"model.num_head_channels {m.num_head_channels} must divide every level's width "
                 f"(model_channels * channel_mult = {m.model_channels * mult})"
             )
+
+
+MASK_KINDS = ("box", "freeform")
+
+
+def low_res_size(cfg: Config) -> int:
+    """The conditioning image's side for a super_res model: data.low_res_size, or image_size // 4 (GLIDE's 4x)."""
+    return cfg.data.low_res_size or max(1, cfg.model.image_size // 4)
+
+
+def _validate_cascade(cfg: Config, divisor: int) -> None:
+    """The super-resolution, noise-augmentation, crop and inpainting keys (chapters 6-7)."""
+    m, data = cfg.model, cfg.data
+    if m.aug_level_embed and not m.super_res:
+        raise ValueError("model.aug_level_embed embeds the low-res noise-augmentation level: it needs model.super_res: true")
+    if not m.super_res:
+        for key in ("low_res_size", "low_res_aug_max", "low_res_aug_sample"):
+            if getattr(data, key):
+                raise ValueError(f"data.{key} is for super-resolution models: set model.super_res: true, or data.{key}: 0")
+    else:
+        low = low_res_size(cfg)
+        if data.low_res_size < 0 or low >= m.image_size or m.image_size % low:
+            raise ValueError(f"data.low_res_size {data.low_res_size} must divide model.image_size {m.image_size} and be "
+                             f"smaller (e.g. {m.image_size // 4}); 0 means image_size // 4")
+        for key in ("low_res_aug_max", "low_res_aug_sample"):
+            if not 0 <= getattr(data, key) <= cfg.diffusion.num_timesteps:
+                raise ValueError(f"data.{key} must be a number of forward steps in 0..{cfg.diffusion.num_timesteps} "
+                                 f"(diffusion.num_timesteps), got {getattr(data, key)}")
+    if data.crop_size:
+        factor = m.image_size // low_res_size(cfg) if m.super_res else 1
+        step = divisor * factor // math.gcd(divisor, factor)
+        if not 0 < data.crop_size <= m.image_size or data.crop_size % step:
+            raise ValueError(f"data.crop_size {data.crop_size} must be at most model.image_size ({m.image_size}) and a "
+                             f"multiple of {step} (the U-Net halves the size {len(m.channel_mult) - 1} times"
+                             + (f"; the low-res image is {factor}x smaller)" if m.super_res else ")") + "; 0: no crops")
+    if m.inpaint:
+        bad = [k for k in data.mask_kinds if k not in MASK_KINDS]
+        if bad or not data.mask_kinds:
+            raise ValueError(f"data.mask_kinds {list(data.mask_kinds)} is not valid: choose one or more of: "
+                             f"{', '.join(MASK_KINDS)}")
 
 
 def parse_override(item: str) -> tuple[str, Any]:

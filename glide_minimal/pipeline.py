@@ -5,20 +5,32 @@
 
 A pipeline composes the pieces and adds nothing of its own: the model (a model_fn), a respaced
 GaussianDiffusion, and a sampler from diffusion/sampling.py.
+
+The cascade (chapter 6): a TextPipeline with upsample=True runs the base model, then the
+`<name>-upsample` checkpoint (an UpsamplePipeline). Editing (chapter 7): load_pipeline("tutorial-inpaint")
+is an InpaintPipeline over a group of four checkpoints, the text model's companions (pretrained.companion):
+tutorial-text-inpaint and tutorial-text-upsample-inpaint (method="model"), tutorial-text and
+tutorial-text-upsample (method="replace"), each loaded when first needed.
 """
 from __future__ import annotations
 
 import torch
 
+from .checkpoint import CheckpointError
 from .config import Config
 from .diffusion import GaussianDiffusion, ddim_sample_loop, p_sample_loop
 
 SAMPLERS = ("ancestral", "ddim")
+# Pipelines that are a group of checkpoints rather than one: name -> the text model whose companions form it.
+INPAINT_PIPELINES = {"tutorial-inpaint": "tutorial-text", "tutorial-inpaint-gpu": "tutorial-text-gpu"}
 
 
-def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
+def make_generator(seed: int | None, device: torch.device, stream: int = 0) -> torch.Generator:
+    """The generator of `seed`; stream > 0 gives independent generators for the same seed (e.g. the
+    low-res augmentation noise, the replacement noise), so adding one never shifts another's draws."""
+    base = 0 if seed is None else int(seed)
     g = torch.Generator(device=device)
-    g.manual_seed(0 if seed is None else int(seed))
+    g.manual_seed(base * 1_000_003 + stream if stream else base)
     return g
 
 
@@ -44,19 +56,28 @@ class DiffusionPipeline:
 
     def sample(self, num_images: int, *, steps: int | str | None = None, sampler: str = "ancestral",
                eta: float = 0.0, seed: int | None = 0, model_kwargs: dict | None = None, cond_fn=None,
-               model_fn=None, progress: bool = False, return_trajectory: bool = False):
+               model_fn=None, denoised_fn=None, noise_scale: float = 1.0, progress: bool = False,
+               return_trajectory: bool = False):
         """x_0 in the model's [-1, 1] space, [N, C, H, W] (and a Trajectory with return_trajectory).
 
         model_fn: a wrapped model (e.g. classifier-free guidance); default: the plain model.
+        denoised_fn: applied to every predicted x_0 (e.g. inpainting's known region).
+        noise_scale: scales the starting noise x_T (GLIDE's upsampler samples with 0.997).
         """
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
         if num_images < 1:
             raise ValueError(f"num_images must be >= 1, got {num_images}")
+        if noise_scale <= 0:
+            raise ValueError(f"the temperature (noise scale) must be > 0, got {noise_scale}")
         m = self.cfg.model
         shape = (num_images, m.in_channels, m.image_size, m.image_size)
-        common = dict(model_kwargs=model_kwargs, cond_fn=cond_fn, generator=make_generator(seed, self.device),
-                      device=self.device, progress=progress, return_trajectory=return_trajectory)
+        generator = make_generator(seed, self.device)
+        noise = None
+        if noise_scale != 1.0:  # drawn exactly as the loop would draw it, then scaled
+            noise = torch.randn(shape, generator=generator, device=self.device) * noise_scale
+        common = dict(model_kwargs=model_kwargs, cond_fn=cond_fn, denoised_fn=denoised_fn, noise=noise,
+                      generator=generator, device=self.device, progress=progress, return_trajectory=return_trajectory)
         diffusion = self.diffusion(steps)
         model_fn = model_fn or self.model_fn
         if sampler == "ddim":
@@ -147,12 +168,24 @@ class TextPipeline(DiffusionPipeline):
 
     GUIDANCE = ("cfg", "clip", "none")
 
-    def __init__(self, model, cfg: Config, device="cpu", clip=None, clip_name: str | None = None):
+    def __init__(self, model, cfg: Config, device="cpu", clip=None, clip_name: str | None = None,
+                 upsampler: "UpsamplePipeline | None" = None, upsampler_name: str | None = None):
         super().__init__(model, cfg, device)
         from .models import get_tokenizer
 
         self.tokenizer = get_tokenizer(cfg.model.tokenizer, cfg.model.text_ctx)
         self._clip, self.clip_name = clip, clip_name
+        self._upsampler, self.upsampler_name = upsampler, upsampler_name
+
+    @property
+    def upsampler(self) -> "UpsamplePipeline":
+        """The cascade's second stage used by upsample=True (loaded on first use)."""
+        if self._upsampler is None:
+            if self.upsampler_name is None:
+                raise ValueError("upsample=True needs an upsampler, and none is registered for this pipeline; pass "
+                                 "upsampler= to TextPipeline, or load a shipped one with gm.load_pipeline")
+            self._upsampler = load_stage(self.upsampler_name, "upsample", self.device)
+        return self._upsampler
 
     @property
     def clip(self):
@@ -184,17 +217,14 @@ class TextPipeline(DiffusionPipeline):
         tokens, mask = self.tokenizer.padded_tokens_and_mask(prompts)
         return {"tokens": tokens.to(self.device), "mask": mask.to(self.device)}
 
-    def __call__(self, prompt, num_images: int | None = None, *, guidance_scale: float = 3.0, guidance: str = "cfg",
-                 steps: int | str | None = None, sampler: str = "ancestral", eta: float = 0.0, seed: int | None = 0,
-                 progress: bool = False, return_trajectory: bool = False):
-        """Images [N, 3, H, W] in [0, 1] for the prompt(s)."""
+    def guided_inputs(self, prompts: list[str], guidance: str, guidance_scale: float):
+        """(model_kwargs, model_fn, cond_fn) that make the sampler follow the prompts with this guidance."""
         from .diffusion.guidance import classifier_free_model_fn, clip_cond_fn
 
         if guidance not in self.GUIDANCE:
             raise ValueError(f"unknown guidance {guidance!r}; choose one of: {', '.join(self.GUIDANCE)}")
         if guidance_scale < 0:
             raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
-        prompts = self.prompts(prompt, num_images)
         kwargs, model_fn, cond_fn = self.tokens(prompts), None, None
         if guidance == "cfg":
             model_fn = classifier_free_model_fn(self.model_fn, guidance_scale, self.tokens([""] * len(prompts)),
@@ -204,10 +234,102 @@ class TextPipeline(DiffusionPipeline):
                 raise ValueError("guidance='clip' needs a caption for every image; \"\" has nothing to guide towards")
             clip_tokens, clip_mask = get_clip_tokens(self.clip.cfg, prompts)
             cond_fn = clip_cond_fn(self.clip, clip_tokens.to(self.device), clip_mask.to(self.device), guidance_scale)
+        return kwargs, model_fn, cond_fn
+
+    def __call__(self, prompt, num_images: int | None = None, *, guidance_scale: float = 3.0, guidance: str = "cfg",
+                 steps: int | str | None = None, sampler: str = "ancestral", eta: float = 0.0, seed: int | None = 0,
+                 progress: bool = False, return_trajectory: bool = False, upsample: bool = False,
+                 upsample_steps: int | str | None = "fast27", upsample_temperature: float = 0.997,
+                 upsample_sampler: str = "ancestral", aug_level: int | None = None):
+        """Images [N, 3, H, W] in [0, 1] for the prompt(s).
+
+        upsample=True: the cascade. The base model's images (guided as asked) go to the upsampler, which
+        runs with GLIDE's settings: upsample_steps (the 27-step fast27 respacing), upsample_sampler
+        ("ancestral", or "ddim" with eta 0), the starting noise scaled by upsample_temperature (the
+        release's 0.997), no guidance; aug_level: forward steps of noise added to the low-res images first
+        (None: the upsampler config's data.low_res_aug_sample). Returns the upsampler's size (64 px for
+        tutorial-text).
+        """
+        prompts = self.prompts(prompt, num_images)
+        if upsample and return_trajectory:
+            raise ValueError("return_trajectory records the base model only: pass upsample=False with it")
+        if upsample and upsample_sampler not in SAMPLERS:  # checked before the base model spends its time
+            raise ValueError(f"unknown upsample_sampler {upsample_sampler!r}; choose one of: {', '.join(SAMPLERS)}")
+        upsampler = self.upsampler if upsample else None
+        kwargs, model_fn, cond_fn = self.guided_inputs(prompts, guidance, guidance_scale)
         out = self.sample(len(prompts), steps=steps, sampler=sampler, eta=eta, seed=seed, model_kwargs=kwargs,
                           cond_fn=cond_fn, model_fn=model_fn, progress=progress, return_trajectory=return_trajectory)
         if return_trajectory:
             return to_unit(out[0]), out[1]
+        if upsample:
+            out = upsampler.upsample(out, prompts, steps=upsample_steps, sampler=upsample_sampler,
+                                     temperature=upsample_temperature, aug_level=aug_level, seed=seed, progress=progress)
+        return to_unit(out)
+
+
+class UpsamplePipeline(DiffusionPipeline):
+    """The cascade's second stage (chapter 6): a super-resolution model, low-res images (+ captions) in.
+
+        up = gm.load_pipeline("tutorial-text-upsample")
+        big = up("a large red circle in the center", low_res=small)   # [N, 3, 16, 16] -> [N, 3, 64, 64], [0, 1]
+
+    GLIDE's settings are the defaults: the fast27 respacing, ancestral sampling from a starting noise
+    scaled by the temperature 0.997, and the conditional model alone (no guidance). aug_level s noises
+    the low-res input by s forward steps first (cascaded diffusion's conditioning augmentation; the
+    model is told s if it has model.aug_level_embed); None: the config's data.low_res_aug_sample.
+    """
+
+    def __init__(self, model, cfg: Config, device="cpu"):
+        super().__init__(model, cfg, device)
+        from .models import get_tokenizer
+
+        if not cfg.model.super_res:
+            raise ValueError(f"{cfg.name!r} is not a super-resolution model (model.super_res is false)")
+        self.tokenizer = get_tokenizer(cfg.model.tokenizer, cfg.model.text_ctx) if cfg.model.text_ctx else None
+
+    def upsample(self, low_res: torch.Tensor, prompts: list[str] | None = None, *, steps: int | str | None = "fast27",
+                 sampler: str = "ancestral", eta: float = 0.0, temperature: float = 0.997, aug_level: int | None = None,
+                 seed: int | None = 0, model_kwargs: dict | None = None, model_fn=None, denoised_fn=None,
+                 progress: bool = False) -> torch.Tensor:
+        """low_res [N, C, h, w] in model space [-1, 1] -> [N, C, H, W] in [-1, 1] (H = model.image_size)."""
+        T = self.cfg.diffusion.num_timesteps
+        level = self.cfg.data.low_res_aug_sample if aug_level is None else aug_level
+        if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= T:
+            raise ValueError(f"aug_level must be a whole number of forward steps in 0..{T} (0 = clean), got {level!r}")
+        n = len(low_res)
+        low_res = low_res.to(self.device, torch.float32)
+        kwargs = dict(model_kwargs or {})
+        if self.tokenizer is not None:
+            if prompts is None or len(prompts) != n:
+                raise ValueError(f"this upsampler is text-conditional: pass one prompt per low-res image ({n})")
+            tokens, mask = self.tokenizer.padded_tokens_and_mask(prompts)
+            kwargs.update(tokens=tokens.to(self.device), mask=mask.to(self.device))
+        if level > 0:  # z_s ~ q(z_s | z_0): s forward steps of the full chain (see conditioning.augment_low_res)
+            t = torch.full((n,), level - 1, dtype=torch.long, device=self.device)
+            low_res = self.diffusion(T).q_sample(low_res, t, generator=make_generator(seed, self.device, stream=1))
+        kwargs["low_res"] = low_res
+        if self.cfg.model.aug_level_embed:
+            kwargs["aug_level"] = torch.full((n,), level, dtype=torch.long, device=self.device)
+        return self.sample(n, steps=steps, sampler=sampler, eta=eta, seed=seed, model_kwargs=kwargs, model_fn=model_fn,
+                           denoised_fn=denoised_fn, noise_scale=temperature, progress=progress)
+
+    def __call__(self, prompt=None, low_res: torch.Tensor | None = None, *, steps: int | str | None = "fast27",
+                 sampler: str = "ancestral", eta: float = 0.0, temperature: float = 0.997, aug_level: int | None = None,
+                 seed: int | None = 0, progress: bool = False) -> torch.Tensor:
+        """low_res [N, C, h, w] in [0, 1] (+ a prompt, or one per image) -> [N, C, H, W] in [0, 1]."""
+        if not isinstance(low_res, torch.Tensor) or low_res.ndim != 4 or low_res.shape[1] != self.cfg.model.in_channels:
+            shape = tuple(low_res.shape) if isinstance(low_res, torch.Tensor) else type(low_res).__name__
+            raise ValueError(f"low_res must be a tensor [N, {self.cfg.model.in_channels}, h, w] in [0, 1], got {shape}")
+        check_unit_range(low_res, "low_res")
+        n = len(low_res)
+        prompts = None
+        if self.tokenizer is not None:
+            prompts = [prompt] * n if isinstance(prompt, str) else list(prompt or [])
+            if len(prompts) != n:
+                raise ValueError(f"got {len(prompts)} prompts for {n} low-res images: pass one prompt per image, "
+                                 "or a single string for all")
+        out = self.upsample(low_res * 2 - 1, prompts, steps=steps, sampler=sampler, eta=eta, temperature=temperature,
+                            aug_level=aug_level, seed=seed, progress=progress)
         return to_unit(out)
 
 
@@ -223,19 +345,194 @@ def to_unit(x: torch.Tensor) -> torch.Tensor:
     return ((x + 1) / 2).clamp(0, 1)
 
 
-def load_pipeline(name: str, device: str | torch.device | None = None) -> DiffusionPipeline:
-    """A pipeline over a shipped checkpoint (see `gm.pretrained.available()`); no network."""
+class InpaintPipeline:
+    """Text-guided inpainting and editing through the cascade (chapter 7; GLIDE section 4.3).
+
+        pipe = gm.load_pipeline("tutorial-inpaint")
+        edited = pipe("a small blue square on the left", image=img, mask=mask, seed=0)   # [N, 3, 64, 64], [0, 1]
+
+    image [N, 3, S, S] in [0, 1] and mask [N, 1, S, S] (1 = keep, 0 = fill) at the cascade's output size S
+    (64 for tutorial-inpaint). The base stage works on the pair area-averaged to the base size (16 px; the
+    mask shrinks with shapesworld.downsample_mask, so a small pixel is filled if any pixel it covers is),
+    guided by classifier-free guidance; the upsampler stage works on the full pair, conditioned on the
+    base stage's result. Each stage ends by copying the known pixels in, so the kept region of the result
+    is the input, exactly.
+
+    method="model": the inpainting models (extra image * mask and mask inputs), with the known region also
+    put into every predicted x_0 (guidance.inpaint_denoised_fn). method="replace": the plain text models,
+    shown the known region as q_sample(image, t) at every step (guidance.replacement_model_fn), the
+    baseline GLIDE improves on. An all-fill mask (all zeros) keeps nothing: the result is text-to-image
+    from the same models. An all-keep mask is an error (nothing to fill).
+
+    The four models are the text model `text_name`'s companions (pretrained.companion): "<text>-inpaint",
+    "<text>-upsample-inpaint" (method="model"), "<text>" and "<text>-upsample" (method="replace"); each is
+    loaded on first use, or passed in as a pipeline.
+    """
+
+    METHODS = ("model", "replace")
+
+    def __init__(self, text_name: str | None = None, *, base=None, upsampler=None, text=None, text_upsampler=None,
+                 device: str | torch.device = "cpu"):
+        self.text_name, self.device = text_name, torch.device(device)
+        self._stages = {"inpaint": base, "upsample-inpaint": upsampler, "": text, "upsample": text_upsampler}
+
+    def stage(self, role: str) -> DiffusionPipeline:
+        """The pipeline of one model of the group: "inpaint", "upsample-inpaint", "" (text) or "upsample"."""
+        if self._stages[role] is None:
+            from . import pretrained
+
+            if self.text_name is None:
+                raise ValueError(f"no {STAGES[role][0]} was passed to this InpaintPipeline and no text_name names one")
+            name = pretrained.companion(self.text_name, role) if role else self.text_name
+            self._stages[role] = load_stage(name, role, self.device)
+        return self._stages[role]
+
+    def check_inputs(self, image, mask, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """image [N, 3, size, size] floats in [0, 1] and a binary mask [N, 1, size, size]; clear errors otherwise."""
+        if not isinstance(image, torch.Tensor) or image.ndim != 4 or tuple(image.shape[1:]) != (3, size, size):
+            shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+            raise ValueError(f"image has shape {shape}; this pipeline edits [N, 3, {size}, {size}] images in [0, 1] "
+                             "(the cascade's output size)")
+        check_unit_range(image, "image")
+        if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != (len(image), 1, size, size):
+            shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+            raise ValueError(f"mask has shape {shape} but the image is {tuple(image.shape)}; the mask must be "
+                             f"[{len(image)}, 1, {size}, {size}] with 1 = keep, 0 = fill")
+        mask = mask.float()
+        binary = (mask == 0) | (mask == 1)
+        if not binary.all():
+            raise ValueError(f"mask must be binary (1 = keep, 0 = fill); found the value {mask[~binary][0].item():g}")
+        full = mask.flatten(1).all(dim=1)
+        if full.any():
+            raise ValueError(f"mask {full.nonzero()[0].item()} keeps every pixel, so there is nothing to fill: set the "
+                             "region to repaint to 0")
+        return image.float(), mask
+
+    def __call__(self, prompt, image: torch.Tensor, mask: torch.Tensor, *, method: str = "model",
+                 guidance_scale: float = 3.0, steps: int | str | None = None, sampler: str = "ancestral",
+                 eta: float = 0.0, seed: int | None = 0, upsample_steps: int | str | None = "fast27",
+                 upsample_temperature: float = 0.997, upsample_sampler: str = "ancestral", aug_level: int | None = None,
+                 progress: bool = False, return_low_res: bool = False):
+        """Edited images [N, 3, S, S] in [0, 1] (and the base stage's [N, 3, s, s] with return_low_res).
+
+        prompt: one string for every image, or a list with one per image ("" is unconditional).
+        """
+        from .conditioning import area_downsample
+        from .diffusion.guidance import inpaint_denoised_fn, replacement_model_fn
+        from .shapesworld import downsample_mask
+
+        if method not in self.METHODS:
+            raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(self.METHODS)}")
+        if upsample_sampler not in SAMPLERS:
+            raise ValueError(f"unknown upsample_sampler {upsample_sampler!r}; choose one of: {', '.join(SAMPLERS)}")
+        base = self.stage("inpaint" if method == "model" else "")
+        up = self.stage("upsample-inpaint" if method == "model" else "upsample")
+        size, small = up.cfg.model.image_size, base.cfg.model.image_size
+        image, mask = self.check_inputs(image, mask, size)
+        n = len(image)
+        prompts = [prompt] * n if isinstance(prompt, str) else list(prompt)
+        if len(prompts) != n or not all(isinstance(p, str) for p in prompts):
+            raise ValueError(f"got {len(prompts)} prompts for {n} images: pass one prompt (a string) per image, or a "
+                             "single string for all")
+        x, keep = image.to(self.device) * 2 - 1, mask.to(self.device)
+        x_small = area_downsample(x, small)
+        keep_small = torch.stack([downsample_mask(m, small) for m in keep])  # any pixel to fill fills the small one
+
+        # Stage 1, base size: classifier-free guided, as text-to-image.
+        kwargs, model_fn, _ = base.guided_inputs(prompts, "cfg", guidance_scale)
+        denoised_fn = None
+        if method == "model":
+            kwargs.update(inpaint_image=x_small, inpaint_mask=keep_small)  # duplicated into both CFG halves
+            denoised_fn = inpaint_denoised_fn(x_small, keep_small)
+        else:
+            full = base.diffusion(base.cfg.diffusion.num_timesteps)
+            model_fn = replacement_model_fn(model_fn, full, x_small, keep_small, make_generator(seed, self.device, 2))
+        low = base.sample(n, steps=steps, sampler=sampler, eta=eta, seed=seed, model_kwargs=kwargs, model_fn=model_fn,
+                          denoised_fn=denoised_fn, progress=progress)
+        low = torch.where(keep_small > 0.5, x_small, low)
+
+        # Stage 2, full size: the upsampler, conditioned on stage 1's result (GLIDE's settings, no guidance).
+        kwargs, model_fn, denoised_fn = {}, None, None
+        if method == "model":
+            kwargs = {"inpaint_image": x, "inpaint_mask": keep}
+            denoised_fn = inpaint_denoised_fn(x, keep)
+        else:
+            full = up.diffusion(up.cfg.diffusion.num_timesteps)
+            model_fn = replacement_model_fn(up.model_fn, full, x, keep, make_generator(seed, self.device, 3))
+        out = up.upsample(low, prompts, steps=upsample_steps, sampler=upsample_sampler, temperature=upsample_temperature,
+                          aug_level=aug_level, seed=seed, model_kwargs=kwargs, model_fn=model_fn,
+                          denoised_fn=denoised_fn, progress=progress)
+        out = torch.where(keep > 0.5, image.to(self.device), to_unit(out))  # the kept region, exactly the input
+        return (out, to_unit(low)) if return_low_res else out
+
+
+def check_unit_range(x: torch.Tensor, name: str) -> None:
+    """Images must be floats in [0, 1] (NaN fails too)."""
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a float tensor in [0, 1], got dtype {x.dtype} (uint8 images: divide by 255)")
+    if not ((x >= 0) & (x <= 1)).all():
+        raise ValueError(f"{name} values must lie in [0, 1]; got min {x.min().item():.4g}, max {x.max().item():.4g} "
+                         "(model-space images in [-1, 1]: pass (x + 1) / 2)")
+
+
+# role -> (what the model must be, the script that trains it); pretrained.companion(text name, role) names it.
+STAGES = {
+    "": ("a text-conditional base model", "scripts/train_ch4.sh", dict(super_res=False, inpaint=False)),
+    "upsample": ("an upsampler (model.super_res)", "scripts/train_ch6.sh", dict(super_res=True, inpaint=False)),
+    "inpaint": ("a base inpainting model (model.inpaint)", "scripts/train_ch7.sh", dict(super_res=False, inpaint=True)),
+    "upsample-inpaint": ("an inpainting upsampler (model.inpaint and model.super_res)", "scripts/train_ch7.sh",
+                         dict(super_res=True, inpaint=True)),
+}
+
+
+def load_stage(name: str, role: str, device: str | torch.device) -> DiffusionPipeline:
+    """The shipped checkpoint `name` as the pipeline of a cascade stage (`role`, see STAGES); clear errors if
+    it is not shipped or is the wrong kind of model."""
+    from . import pretrained
+
+    what, script, flags = STAGES[role]
+    if name not in pretrained.available():
+        raise CheckpointError(f"this needs {what}: the checkpoint {name!r}, which is not in {pretrained.checkpoint_dir()} "
+                              f"(train and publish it with {script}); shipped: {', '.join(pretrained.available()) or '(none)'}")
+    model, cfg = pretrained.load_model(name, device)
+    wrong = [k for k, v in flags.items() if getattr(cfg.model, k) != v]
+    if wrong or not cfg.model.text_ctx:
+        raise CheckpointError(f"{name!r} should be {what} with text conditioning, but its config has "
+                              + ", ".join(f"model.{k} = {getattr(cfg.model, k)}" for k in [*wrong, "text_ctx"]))
+    return UpsamplePipeline(model, cfg, device) if cfg.model.super_res else TextPipeline(model, cfg, device)
+
+
+def load_pipeline(name: str, device: str | torch.device | None = None):
+    """A pipeline over a shipped checkpoint (see `gm.pretrained.available()`); no network.
+
+    A text checkpoint gives a TextPipeline whose upsample=True uses companion(name, "upsample"), and whose
+    CLIP guidance uses companion(name, "clip"); an upsampler gives an UpsamplePipeline; "tutorial-inpaint"
+    (and "-gpu") and every inpainting checkpoint give the InpaintPipeline of their group (see InpaintPipeline).
+    """
     from . import pretrained
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if name in INPAINT_PIPELINES:
+        group = [INPAINT_PIPELINES[name]] + [pretrained.companion(INPAINT_PIPELINES[name], r) for r in STAGES if r]
+        if not set(group) & set(pretrained.available()):
+            raise KeyError(f"pipeline {name!r} needs the checkpoints {', '.join(group)}, and none of them is in "
+                           f"{pretrained.checkpoint_dir()} (scripts/train_ch4.sh, train_ch6.sh, train_ch7.sh make them)")
+        return InpaintPipeline(INPAINT_PIPELINES[name], device=device)
     model, cfg = pretrained.load_model(name, device)
     if cfg.task != "diffusion":
         raise ValueError(f"{name!r} is a {cfg.task} checkpoint, not a diffusion model; pipelines: "
                          f"{', '.join(n for n in pretrained.available() if pretrained.entry(n).get('kind') == 'diffusion')}")
+    if cfg.model.inpaint:
+        text_name = pretrained.strip_role(name, ("inpaint", "upsample-inpaint"))
+        stage = UpsamplePipeline(model, cfg, device) if cfg.model.super_res else TextPipeline(model, cfg, device)
+        return InpaintPipeline(text_name, device=device, **{"upsampler" if cfg.model.super_res else "base": stage})
+    if cfg.model.super_res:
+        return UpsamplePipeline(model, cfg, device)
     if cfg.model.num_classes:
         classifier = f"{name}-classifier" if f"{name}-classifier" in pretrained.available() else None
         return ClassPipeline(model, cfg, device, classifier_name=classifier)
     if cfg.model.text_ctx:
-        clip = f"{name}-clip" if f"{name}-clip" in pretrained.available() else None
-        return TextPipeline(model, cfg, device, clip_name=clip)
+        clip = pretrained.companion(name, "clip")
+        return TextPipeline(model, cfg, device, clip_name=clip if clip in pretrained.available() else None,
+                            upsampler_name=pretrained.companion(name, "upsample"))
     return DiffusionPipeline(model, cfg, device)

@@ -49,6 +49,26 @@ def entry(name: str, root: Path | None = None) -> dict:
     return entries[name]
 
 
+def companion(name: str, role: str) -> str:
+    """The registry name of the model that plays `role` beside `name`; a trailing "-gpu" stays last.
+
+    companion("tutorial-text", "upsample") = "tutorial-text-upsample";
+    companion("tutorial-text-gpu", "upsample-inpaint") = "tutorial-text-upsample-inpaint-gpu".
+    """
+    stem, gpu = (name[:-len("-gpu")], "-gpu") if name.endswith("-gpu") else (name, "")
+    return f"{stem}-{role}{gpu}"
+
+
+def strip_role(name: str, roles: tuple[str, ...]) -> str:
+    """The inverse of companion: strip_role("tutorial-text-upsample-inpaint-gpu", ("upsample-inpaint",)) =
+    "tutorial-text-gpu" (the first matching role, longest first; the name itself if none matches)."""
+    stem, gpu = (name[:-len("-gpu")], "-gpu") if name.endswith("-gpu") else (name, "")
+    for role in sorted(roles, key=len, reverse=True):
+        if stem.endswith(f"-{role}"):
+            return stem[:-len(role) - 1] + gpu
+    return name
+
+
 def verified_path(name: str, root: Path | None = None) -> Path:
     """The checkpoint file of `name`, after checking its sha256 against the manifest."""
     root = root or checkpoint_dir()

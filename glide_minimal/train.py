@@ -1,9 +1,11 @@
-"""Training: AdamW with warmup, EMA of the weights, gradient clipping, mixed precision, DDP.
+"""Training: AdamW with warmup, EMA of the weights, gradient clipping, mixed precision, DDP or FSDP,
+activation checkpointing and gradient accumulation.
 
 Every random choice of step k (which images, which t, which noise, which labels dropped, dropout
 masks) comes from generators seeded with (seed, k). So resuming from a checkpoint at step k replays
 exactly the run that was interrupted, and N processes under `torchrun` each take their slice of the
-same global batch a single process would have drawn.
+same global batch a single process would have drawn. With train.grad_accum_steps = k each rank splits
+its slice into k micro-batches and runs them one after another before the single update.
 """
 from __future__ import annotations
 
@@ -20,13 +22,15 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .checkpoint import CheckpointError, load_state_dict_into, load_tensors, save_tensors
+from .checkpoint import CheckpointError, load_metadata, load_state_dict_into, load_tensors, save_tensors
 from .config import Config, config_from_dict
 from .datasets import load_dataset
 from .diffusion import GaussianDiffusion
 from .models import build_model
 from .models.clip import clip_loss_terms
 from .models.text import get_tokenizer
+from .parallel import (data_parallel, enable_activation_checkpointing, full_optimizer_state, full_state_dict,
+                       full_tensor, gradient_sync, is_sharded, load_sharded, shard)
 
 CHECKPOINT = "checkpoint.safetensors"
 
@@ -50,36 +54,46 @@ def pick_device(device: str | None = None) -> torch.device:
 class Trainer:
     """Train cfg's model on cfg's data; checkpoints, the config and a JSONL log go to `out_dir`.
 
-    Under torchrun (WORLD_SIZE > 1) it joins the process group (nccl on GPU, gloo on CPU) and wraps the
-    model in DistributedDataParallel; train.batch_size stays the global batch.
+    Under torchrun it joins the process group (nccl on GPU, gloo on CPU) and wraps the model in
+    DistributedDataParallel (train.parallel: ddp) or shards it with fully_shard (train.parallel: fsdp);
+    train.batch_size stays the global batch. See glide_minimal/parallel.py.
     """
 
     def __init__(self, cfg: Config, out_dir: str | Path, *, device: str | None = None, resume: bool = False,
                  progress: bool = True):
         self.cfg, self.out_dir, self.progress = cfg, Path(out_dir), progress
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        # Launched by torchrun (its env:// variables are set): even one process joins a process group, so
+        # `torchrun --nproc-per-node 1` runs the real DDP / FSDP code path.
+        self.distributed = self.world > 1 or all(k in os.environ for k in ("RANK", "MASTER_ADDR", "MASTER_PORT"))
         self.device = pick_device(device)
-        if self.world > 1 and not dist.is_initialized():
+        if self.distributed and not dist.is_initialized():
             if self.device.type == "cuda":
                 self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
                 torch.cuda.set_device(self.device)
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
-        self.rank = dist.get_rank() if self.world > 1 else 0
-        if cfg.train.batch_size % self.world:
-            raise ValueError(f"train.batch_size {cfg.train.batch_size} must be divisible by the {self.world} processes")
+        self.rank = dist.get_rank() if self.distributed else 0
+        accum = cfg.train.grad_accum_steps
+        if cfg.train.batch_size % (self.world * accum):
+            raise ValueError(f"train.batch_size {cfg.train.batch_size} must be divisible by the {self.world} processes "
+                             f"x train.grad_accum_steps {accum} = {self.world * accum} (equal micro-batches on every rank)")
 
         if cfg.task == "clip" and cfg.clip.part != "both":
             raise ValueError(f"clip.part {cfg.clip.part!r} builds one CLIP encoder alone (to load a released file); "
                              "contrastive training needs both: set clip.part: both")
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
         self.model = build_model(cfg).to(self.device)
+        if cfg.train.init_from and not (resume and (self.out_dir / CHECKPOINT).exists()):
+            from .finetune import init_from_pretrained
+
+            init_from_pretrained(self.model, cfg.train.init_from)  # fine-tuning starts from a shipped model
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         self.diffusion = GaussianDiffusion.from_config(cfg.diffusion)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-        self.ddp = (nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-                    if self.world > 1 else self.model)
-        self.images, self.cond = self._load_data()
         self.precision = self._precision()
+        self.ddp = self._parallelize()  # the module to call: DDP, the sharded model itself, or the plain model
+        # Created after sharding: fully_shard replaces every parameter by its shard (a DTensor).
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        self.images, self.cond = self._load_data()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.step = 0
         self.wall_time_s = 0.0  # training time summed over every resumed segment
@@ -102,7 +116,27 @@ class Trainer:
             m = self.cfg.clip if self.cfg.task == "clip" else self.cfg.model
             tokens, mask = get_tokenizer(m.tokenizer, m.text_ctx).padded_tokens_and_mask(targets)
             cond = {"tokens": tokens, "mask": mask}
+        if self.cfg.task == "diffusion" and self.cfg.model.super_res:
+            from .conditioning import area_downsample
+            from .config import low_res_size
+
+            # The upsampler's conditioning: the exact area-average of each target (for ShapesWorld, its own
+            # lower-resolution render), computed once; batch() crops and noise-augments it.
+            cond["low_res"] = area_downsample(images, low_res_size(self.cfg))
         return images.to(self.device), {k: v.to(self.device) for k, v in cond.items()}
+
+    def _parallelize(self) -> nn.Module:
+        """Activation checkpointing, then DDP or FSDP under torchrun. Returns the module whose forward to call."""
+        if self.cfg.train.activation_checkpointing:
+            enable_activation_checkpointing(self.model)  # not the EMA: it never runs backward
+        if not self.distributed:
+            return self.model  # one process: nothing to replicate or shard
+        if self.cfg.train.parallel == "fsdp":
+            # bf16: all-gather and compute in bf16 (half the traffic); master weights and optimizer stay fp32.
+            shard(self.model, self.device, torch.bfloat16 if self.precision == "bf16" else None)
+            shard(self.ema, self.device)  # the EMA is sharded like the weights it follows: lerp_ works shard by shard
+            return self.model
+        return data_parallel(self.model, self.device)
 
     def _precision(self) -> str:
         p = self.cfg.train.precision
@@ -120,17 +154,34 @@ class Trainer:
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
         """This rank's slice of step's global batch: x_start, t, noise, model_kwargs."""
-        cfg = self.cfg
+        from . import conditioning as cond_data
+        from .config import low_res_size
+
+        cfg, m, data = self.cfg, self.cfg.model, self.cfg.data
         g = _step_generator(cfg.train.seed, step, "cpu")
         n = cfg.train.batch_size
+        size = data.crop_size or self.images.shape[-1]  # crops: x_start (and its noise) is the crop
+        factor = self.images.shape[-1] // low_res_size(cfg) if m.super_res else 1
         idx = torch.randint(len(self.images), (n,), generator=g)
         t = torch.randint(self.diffusion.num_timesteps, (n,), generator=g)
-        noise = torch.randn((n, *self.images.shape[1:]), generator=g)
+        noise = torch.randn((n, self.images.shape[1], size, size), generator=g)
         drop = torch.rand(n, generator=g) < cfg.data.p_uncond
+        # Chapters 6-7 draw after the original draws, so configs without crops or augmentation replay old runs.
+        if data.crop_size:
+            corners = cond_data.draw_crop_corners(n, self.images.shape[-1], size, factor, g)
+        if m.super_res and data.low_res_aug_max:
+            levels = cond_data.draw_aug_levels(n, data.low_res_aug_max, g)
+            aug_noise = torch.randn((n, self.images.shape[1], size // factor, size // factor), generator=g)
         local = slice(self.rank * n // self.world, (self.rank + 1) * n // self.world)
         idx, t, noise, drop = idx[local], t[local], noise[local], drop[local]
         idx, drop = idx.to(self.device), drop.to(self.device)
         kwargs = {k: v[idx] for k, v in self.cond.items()}
+        x_start, low_res = self.images[idx], kwargs.pop("low_res", None)
+        if data.crop_size:
+            corners = corners[local]
+            x_start = cond_data.crop(x_start, corners, size)
+            if low_res is not None:  # the same part of the scene, seen small
+                low_res = cond_data.crop(low_res, corners // factor, size // factor)
         if cfg.task == "diffusion":
             if cfg.model.num_classes > 0:
                 kwargs["labels"][drop] = cfg.model.num_classes  # the null label (classifier-free guidance)
@@ -139,7 +190,19 @@ class Trainer:
                 kwargs["mask"][drop] = False
             else:
                 kwargs = {}
-        return self.images[idx], t.to(self.device), noise.to(self.device), kwargs
+            if m.super_res:
+                s = levels[local].to(self.device) if data.low_res_aug_max else torch.zeros_like(t).to(self.device)
+                if data.low_res_aug_max:
+                    low_res = cond_data.augment_low_res(self.diffusion, low_res, s, aug_noise[local].to(self.device))
+                kwargs["low_res"] = low_res
+                if m.aug_level_embed:
+                    kwargs["aug_level"] = s
+            if m.inpaint:  # GLIDE section 4.3: erase a random region; the rest (and the mask) are inputs
+                masks = cond_data.random_masks(range(local.start, local.stop), self.images.shape[-1], data.mask_kinds,
+                                               cfg.train.seed, step).to(self.device)
+                kwargs["inpaint_image"] = x_start
+                kwargs["inpaint_mask"] = cond_data.crop(masks, corners, size) if data.crop_size else masks
+        return x_start, t.to(self.device), noise.to(self.device), kwargs
 
     def loss_terms(self, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, kwargs: dict) -> dict:
         """Per-example terms [N] with a 'loss' among them, for the config's task."""
@@ -164,25 +227,34 @@ class Trainer:
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         autocast = torch.autocast(self.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
         devices = [self.device] if self.device.type == "cuda" else []
+        micro_batches = self.micro_batches(x_start, t, noise, kwargs)
+        stats, names = None, None
+        self.opt.zero_grad(set_to_none=True)
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed((self.cfg.train.seed * 7919 + step * 104_729 + self.rank) % (2**63))  # dropout masks
-            with autocast:
-                terms = self.loss_terms(x_start, t, noise, kwargs)
-            loss = terms["loss"].mean()
-            names = ["loss"] + sorted(k for k in terms if k != "loss")
-            stats = torch.stack([terms[k].mean().detach().float() for k in names])
-            if self.world > 1:
-                dist.all_reduce(stats)
-                stats /= self.world
-            if not torch.isfinite(stats).all():
-                raise TrainingDiverged(
-                    f"loss became {stats[0].item()} at step {step}; stopped before updating the weights. The last good "
-                    f"checkpoint ({self.out_dir / CHECKPOINT}, step {self._saved_step()}) is intact. "
-                    "Try a lower train.lr, a smaller train.grad_clip, or precision fp32.")
-            self.opt.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
+            for i, (share, micro) in enumerate(micro_batches):
+                # DDP all-reduces the summed gradients once, after the last micro-batch's backward.
+                with gradient_sync(self.ddp, sync=i == len(micro_batches) - 1):
+                    with autocast:
+                        terms = self.loss_terms(*micro)
+                    names = names or ["loss"] + sorted(k for k in terms if k != "loss")
+                    micro_stats = torch.stack([terms[k].mean().detach().float() for k in names])
+                    if self.distributed:
+                        dist.all_reduce(micro_stats)  # every rank sees the same numbers, so all stop together
+                        micro_stats /= self.world
+                    if not torch.isfinite(micro_stats).all():
+                        raise TrainingDiverged(
+                            f"loss became {micro_stats[0].item()} at step {step}; stopped before updating the weights. "
+                            f"The last good checkpoint ({self.out_dir / CHECKPOINT}, step {self._saved_step()}) is "
+                            "intact. Try a lower train.lr, a smaller train.grad_clip, or precision fp32.")
+                    # Each micro-batch adds its share of the mean over this rank's slice: the summed gradient is
+                    # the one a single backward over the whole slice gives.
+                    self.scaler.scale(terms["loss"].mean() * share).backward()
+                stats = micro_stats if stats is None else stats + micro_stats
+        stats /= len(micro_batches)  # equal micro-batches: the mean of their means is the batch mean
         self.scaler.unscale_(self.opt)
-        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        # A DTensor under FSDP (each rank holds part of the gradient); full_tensor makes it one number.
+        grad_norm = full_tensor(nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip))
         self.scaler.step(self.opt)
         self.scaler.update()
         with torch.no_grad():
@@ -191,6 +263,24 @@ class Trainer:
         self.step += 1
         return {"step": self.step, **{k: round(v, 6) for k, v in zip(names, stats.tolist())},
                 "lr": self.lr_at(step), "grad_norm": round(float(grad_norm), 4)}
+
+    def micro_batches(self, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
+                      kwargs: dict) -> list[tuple[float, tuple]]:
+        """Split this rank's slice [n, ...] into train.grad_accum_steps consecutive micro-batches.
+
+        Returns [(share, (x_start, t, noise, kwargs))]: share = micro-batch size / n, the weight of its mean
+        loss. Per-example kwargs (first dim n) are split with the images; anything else is passed whole.
+        """
+        n, k = len(x_start), self.cfg.train.grad_accum_steps
+        if k == 1:
+            return [(1.0, (x_start, t, noise, kwargs))]
+        size = n // k  # the Trainer checked that batch_size divides into world * k equal parts
+        take = lambda v, sl: v[sl] if torch.is_tensor(v) and v.ndim and len(v) == n else v
+        parts = []
+        for start in range(0, n, size):
+            sl = slice(start, start + size)
+            parts.append((size / n, (x_start[sl], t[sl], noise[sl], {key: take(v, sl) for key, v in kwargs.items()})))
+        return parts
 
     def run(self, max_steps: int | None = None) -> dict:
         """Train until max_steps (default train.max_steps); checkpoint every train.ckpt_every and at the end."""
@@ -217,37 +307,46 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        tensors = {f"model/{k}": v for k, v in self.model.state_dict().items()}
-        tensors.update({f"ema/{k}": v for k, v in self.ema.state_dict().items()})
-        for i, state in self.opt.state_dict()["state"].items():
+        """model/, ema/ and optim/<parameter index>/ tensors, unsharded. Under FSDP every rank must call it
+        (the shards are gathered) and only rank 0 receives the tensors (the others get {})."""
+        tensors = {f"model/{k}": v for k, v in full_state_dict(self.model).items()}
+        tensors.update({f"ema/{k}": v for k, v in full_state_dict(self.ema).items()})
+        for i, state in full_optimizer_state(self.model, self.opt).items():
             tensors.update({f"optim/{i}/{k}": torch.as_tensor(v) for k, v in state.items()})
         return tensors
 
     def save(self) -> None:
+        tensors = self.state_tensors()  # on every rank: a collective under FSDP
         if self.rank == 0:
             meta = {"step": self.step, "config": self.cfg.to_dict(), "format": "glide-minimal-train/1",
                     "wall_time_s": self.wall_time_s,
                     "grad_scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None}
-            save_tensors(self.out_dir / CHECKPOINT, self.state_tensors(), meta)
-        if self.world > 1:
+            save_tensors(self.out_dir / CHECKPOINT, tensors, meta)
+        if self.distributed:
             dist.barrier()
 
     def load(self, path: Path) -> None:
-        tensors, meta = load_tensors(path)
+        sharded = is_sharded(self.model)
+        # Under FSDP only rank 0 reads the tensors and broadcasts them; every rank reads the small metadata.
+        tensors, meta = ({}, load_metadata(path)) if sharded and self.rank else load_tensors(path)
         if meta.get("format") != "glide-minimal-train/1":
             raise CheckpointError(f"{path} is not a glide-minimal training checkpoint (format {meta.get('format')!r})")
         if config_from_dict(meta["config"]).model != self.cfg.model:
             raise CheckpointError(f"{path} was trained with a different model config; resume with the config in {path.parent / 'config.json'}")
         group = lambda prefix: {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-        load_state_dict_into(self.model, group("model/"), str(path))
-        load_state_dict_into(self.ema, group("ema/"), str(path))
-        opt_state = self.opt.state_dict()
         per_param: dict[int, dict] = {}
         for key, value in group("optim/").items():
             index, name = key.split("/")
-            per_param.setdefault(int(index), {})[name] = value.to(self.device) if name != "step" else value
-        opt_state["state"] = per_param
-        self.opt.load_state_dict(opt_state)
+            # (sharded: left on the CPU; each rank keeps only its shard, so no GPU holds the full state)
+            per_param.setdefault(int(index), {})[name] = value.to(self.device) if name != "step" and not sharded else value
+        if sharded:
+            load_sharded(self.model, self.ema, self.opt, group("model/"), group("ema/"), per_param)
+        else:
+            load_state_dict_into(self.model, group("model/"), str(path))
+            load_state_dict_into(self.ema, group("ema/"), str(path))
+            opt_state = self.opt.state_dict()
+            opt_state["state"] = per_param
+            self.opt.load_state_dict(opt_state)
         self.step = int(meta["step"])
         self.wall_time_s = float(meta.get("wall_time_s", 0.0))
         if meta.get("grad_scaler") and self.scaler.is_enabled():  # fp16: resume the loss scale too

@@ -1,7 +1,8 @@
 """Export a training run's EMA weights into data/checkpoints/ and record it in MANIFEST.json.
 
 Usage: python scripts/publish_checkpoint.py --run runs/tutorial-ddpm --name tutorial-ddpm --command "..."
-The record holds the steps, seed, training wall time (from the run's log) and the final losses.
+The record holds the steps, seed, training wall time (from the run's log) and the final losses; a fine-tuned
+run (train.init_from) also records the checkpoint it started from and that checkpoint's sha256.
 """
 import argparse
 import json
@@ -31,5 +32,10 @@ wall = args.wall_time_s or meta.get("wall_time_s") or last["step"] * cfg["train"
 record = {"command": args.command, "train_config": cfg["name"], "steps": meta["step"], "seed": cfg["train"]["seed"],
           "wall_time_s": round(wall, 1), "threads": 2,
           "metrics": {k: last[k] for k in ("loss", "mse", "vb", "accuracy") if k in last}}
+source = cfg["train"].get("init_from")
+if source:  # a fine-tuned model (chapter 7): record what it started from, as it was when published
+    entries = pretrained.manifest()
+    record["init_from"] = source
+    record["init_from_sha256"] = entries[source]["sha256"] if source in entries else pretrained.sha256_file(source)
 path = pretrained.publish(args.name, ema, cfg, record=record, dtype=torch.float16)
 print(f"published {path} ({path.stat().st_size / 1e6:.1f} MB), step {meta['step']}")

@@ -7,6 +7,11 @@
   noised classifier; the sampler adds it to the mean (ancestral) or the score (DDIM).
 - CLIP guidance (GLIDE section 2.3): a cond_fn returning s * grad_x (f(x_t, t) . g(c)), the gradient of
   a noised CLIP's cosine similarity between the noised image and the caption.
+- Inpainting (GLIDE section 4.3): a denoised_fn that puts the known pixels into every predicted x_0, for
+  the inpainting models; and the replacement baseline for a plain model, a model_fn wrapper that shows
+  the model the known region noised to the current step, q_sample(image, t): the training-free approach of
+  earlier diffusion work, which GLIDE replaces by fine-tuning because the model never sees the whole
+  context (RePaint, Lugmayr et al. 2022, adds resampling to it).
 """
 from __future__ import annotations
 
@@ -67,3 +72,39 @@ def clip_cond_fn(clip: Callable, tokens: torch.Tensor, mask: torch.Tensor, guida
             return guidance_scale * torch.autograd.grad(similarity, x)[0]
 
     return cond_fn
+
+
+def inpaint_denoised_fn(image: torch.Tensor, mask: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """denoised_fn(pred_xstart) = image where mask = 1, pred_xstart where mask = 0.
+
+    image [N, C, H, W] in model space [-1, 1]; mask [N, 1, H, W], 1 = keep. The sampler's posterior mean
+    is computed from this x_0, so the known region is pulled towards the true pixels at every step and
+    is exactly them at the last step (where the posterior mean is x_0 itself).
+    """
+    keep = mask > 0.5
+
+    def denoised_fn(pred_xstart: torch.Tensor) -> torch.Tensor:
+        return torch.where(keep, image.to(pred_xstart.dtype), pred_xstart)
+
+    return denoised_fn
+
+
+def replacement_model_fn(model_fn: Callable, diffusion, image: torch.Tensor, mask: torch.Tensor,
+                         generator: torch.Generator | None = None) -> Callable:
+    """The replacement baseline: before each model call, the known region of x_t becomes q_sample(image, t).
+
+    model_fn is a plain (e.g. text-only, classifier-free guided) model that never saw a mask. At every step
+    it is shown x_t whose known pixels are fresh samples of q(x_t | x_0 = image) (DDPM Eq. 4) and whose
+    unknown pixels are the sampler's own. `diffusion` must be the full, unrespaced chain: the sampler
+    calls model_fn with original timesteps. Every quantity of the update is per pixel, so replacing the
+    model's input is the same as replacing the sampler's x_t: the unknown region evolves as in RePaint
+    without resampling. The model learns nothing about the seam, which is why GLIDE fine-tunes instead.
+    image [N, C, H, W] in [-1, 1], mask [N, 1, H, W] with 1 = keep.
+    """
+    keep = mask > 0.5
+
+    def replaced(x_t: torch.Tensor, t: torch.Tensor, **kwargs) -> torch.Tensor:
+        known = diffusion.q_sample(image.to(x_t.dtype), t, generator=generator)
+        return model_fn(torch.where(keep, known, x_t), t, **kwargs)
+
+    return replaced

@@ -38,9 +38,13 @@ def example_inputs(cfg, batch: int = 1, device: str | torch.device = "cpu") -> t
     if m.text_ctx:
         kwargs["tokens"] = torch.zeros(batch, m.text_ctx, dtype=torch.long, device=device)
         kwargs["mask"] = torch.zeros(batch, m.text_ctx, dtype=torch.bool, device=device)
-    if m.super_res:  # a 4x smaller image, GLIDE's upsampling factor
-        low = max(1, m.image_size // 4)
+    if m.super_res:  # data.low_res_size, by default 4x smaller (GLIDE's upsampling factor)
+        from ..config import low_res_size
+
+        low = low_res_size(cfg)
         kwargs["low_res"] = torch.zeros(batch, m.in_channels, low, low, device=device)
+        if m.aug_level_embed:
+            kwargs["aug_level"] = torch.zeros(batch, dtype=torch.long, device=device)
     if m.inpaint:
         kwargs["inpaint_image"] = torch.zeros_like(x)
         kwargs["inpaint_mask"] = torch.zeros(batch, 1, m.image_size, m.image_size, device=device)

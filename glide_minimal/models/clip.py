@@ -20,7 +20,7 @@ from einops import rearrange
 from torch import nn
 
 from ..config import CLIPConfig
-from .text import MLP, tokenizer_vocab_size
+from .text import ResidualAttentionBlock, tokenizer_vocab_size
 
 # CLIP's per-channel pixel statistics on the 0..255 scale (Radford et al. 2021), used by input_norm "clip".
 CLIP_PIXEL_MEAN = (122.77093945, 116.74601272, 104.09373519)
@@ -54,19 +54,6 @@ class Attention(nn.Module):
         return self.out_proj(rearrange(out, "n heads l d -> n l (heads d)"))
 
 
-class Block(nn.Module):
-    """Pre-LayerNorm transformer block."""
-
-    def __init__(self, width: int, heads: int, causal: bool = False):
-        super().__init__()
-        self.ln_1, self.attn = nn.LayerNorm(width), Attention(width, heads, causal)
-        self.ln_2, self.mlp = nn.LayerNorm(width), MLP(width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
-        return x + self.mlp(self.ln_2(x))
-
-
 class NoisedImageEncoder(nn.Module):
     """f(x_t, t): x_t [N, C, H, W] in model space, t [N] long (original timesteps) -> [N, embed_dim]."""
 
@@ -78,7 +65,7 @@ class NoisedImageEncoder(nn.Module):
         self.patch_proj = nn.Conv2d(cfg.in_channels, cfg.width, cfg.patch_size, stride=cfg.patch_size, bias=False)
         self.positional_embedding = nn.Parameter(torch.randn(patches + 1, cfg.width) * 0.01)
         self.ln_pre = nn.LayerNorm(cfg.width)
-        self.blocks = nn.Sequential(*[Block(cfg.width, cfg.heads) for _ in range(cfg.layers)])
+        self.blocks = nn.Sequential(*[ResidualAttentionBlock(cfg.width, cfg.heads, attention=Attention) for _ in range(cfg.layers)])
         self.ln_post = nn.LayerNorm(cfg.width)
         self.proj = nn.Linear(cfg.width, cfg.embed_dim, bias=False)
 
@@ -104,7 +91,7 @@ class CaptionEncoder(nn.Module):
         vocab = cfg.vocab_size or tokenizer_vocab_size(cfg.tokenizer, cfg.text_ctx)
         self.token_embedding = nn.Embedding(vocab, cfg.text_width)
         self.positional_embedding = nn.Parameter(torch.randn(cfg.text_ctx, cfg.text_width) * 0.01)
-        self.blocks = nn.Sequential(*[Block(cfg.text_width, cfg.text_heads, causal=True) for _ in range(cfg.text_layers)])
+        self.blocks = nn.Sequential(*[ResidualAttentionBlock(cfg.text_width, cfg.text_heads, causal=True, attention=Attention) for _ in range(cfg.text_layers)])
         self.ln_final = nn.LayerNorm(cfg.text_width)
         self.proj = nn.Linear(cfg.text_width, cfg.embed_dim, bias=False)
 

@@ -29,7 +29,10 @@ class GroupNorm32(nn.GroupNorm):
     """GroupNorm computed in float32 (stable under bf16/fp16 autocast)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.float()).to(x.dtype)
+        # The affine parameters are cast too: FSDP's bf16 parameter policy hands them over in bf16.
+        weight = self.weight.float() if self.weight is not None else None
+        bias = self.bias.float() if self.bias is not None else None
+        return F.group_norm(x.float(), self.num_groups, weight, bias, self.eps).to(x.dtype)
 
 
 def normalization(channels: int) -> nn.Module:

@@ -134,11 +134,14 @@ class MLP(nn.Module):
 
 
 class ResidualAttentionBlock(nn.Module):
-    """Pre-LayerNorm transformer block (as GPT-2, Radford et al. 2019): x + attn(ln(x)), then x + mlp(ln(x))."""
+    """Pre-LayerNorm transformer block (as GPT-2, Radford et al. 2019): x + attn(ln(x)), then x + mlp(ln(x)).
 
-    def __init__(self, width: int, heads: int, causal: bool = False):
+    attention: the self-attention class (GLIDE's text transformer fuses q, k, v; the noised CLIP does not).
+    """
+
+    def __init__(self, width: int, heads: int, causal: bool = False, attention: type[nn.Module] = MultiheadSelfAttention):
         super().__init__()
-        self.ln_1, self.attn = nn.LayerNorm(width), MultiheadSelfAttention(width, heads, causal)
+        self.ln_1, self.attn = nn.LayerNorm(width), attention(width, heads, causal)
         self.ln_2, self.mlp = nn.LayerNorm(width), MLP(width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

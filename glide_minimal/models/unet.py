@@ -16,7 +16,12 @@ to the words).
 Cascade and editing inputs (GLIDE sections 3 and 4.3), added as extra input channels of the first
 conv, in the released models' order [x_t | known image * mask | mask | upsampled low-res image]:
 super_res models see the low-resolution image upsampled bilinearly to the model's size; inpaint
-models see the known pixels (zero where the mask is 0) and the mask itself.
+models see the known pixels (zero where the mask is 0) and the mask itself. With aug_level_embed, a
+super_res model also sees how strongly its low-res input was noise-augmented (cascaded diffusion, Ho
+et al. 2021): the level s is embedded like the timestep and added to the time embedding.
+
+The network is fully convolutional (attention has no position embedding), so it accepts any H, W that
+it can halve len(channel_mult) - 1 times: an upsampler may train on crops and sample whole images.
 """
 from __future__ import annotations
 
@@ -50,6 +55,18 @@ def input_channels(cfg: UNetConfig) -> int:
     return cfg.in_channels * (1 + cfg.inpaint + cfg.super_res) + cfg.inpaint
 
 
+def input_channel_groups(cfg: UNetConfig) -> dict[str, slice]:
+    """Where each input sits among the first conv's channels, in the released order:
+    {"x_t": 0:C, "inpaint_image": C:2C, "inpaint_mask": 2C:2C+1, "low_res": ...} (only the inputs cfg has)."""
+    c, groups, start = cfg.in_channels, {}, 0
+    for name, width, present in (("x_t", c, True), ("inpaint_image", c, cfg.inpaint), ("inpaint_mask", 1, cfg.inpaint),
+                                 ("low_res", c, cfg.super_res)):
+        if present:
+            groups[name] = slice(start, start + width)
+            start += width
+    return groups
+
+
 def encoder_blocks(cfg: UNetConfig, res: Callable[..., ResBlock], attn: Callable[[int], AttentionBlock]):
     """The U-Net's encoder half: a 3x3 conv, then per level num_res_blocks ResBlocks (+ attention at the
     attention_resolutions) and, between levels, a 2x down-sampling. Shared by the U-Net and the noised
@@ -79,7 +96,9 @@ class UNet(nn.Module):
     labels [N] long (class-conditional models); tokens [N, text_ctx] long and mask [N, text_ctx] bool
     (text-conditional models; the empty caption, all padding, is the unconditional input);
     low_res [N, in_channels, h, w] (super_res models; any h, w, upsampled to H, W);
+    aug_level [N] long (aug_level_embed models): forward diffusion steps applied to low_res, 0 = clean;
     inpaint_image [N, in_channels, H, W] and inpaint_mask [N, 1, H, W], 1 = known, 0 = to fill (inpaint models).
+    H, W: model.image_size, or any multiple of 2 ** (len(channel_mult) - 1) (crops).
     """
 
     def __init__(self, cfg: UNetConfig, context_channels: int | None = None):
@@ -90,6 +109,10 @@ class UNet(nn.Module):
         self.time_embed = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         # One extra row for the "null" label: classifier-free guidance's unconditional input (Ho & Salimans).
         self.label_emb = nn.Embedding(cfg.num_classes + 1, emb_dim) if cfg.num_classes > 0 else None
+        # Cascaded diffusion's conditioning augmentation: the level s gets its own MLP over the same sinusoids as t.
+        # Its last layer starts at zero, so adding this input (e.g. when fine-tuning) changes nothing at init.
+        self.aug_embed = (nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), zero_module(nn.Linear(emb_dim, emb_dim)))
+                          if cfg.aug_level_embed else None)
         self.text_encoder = self.transformer_proj = None
         if cfg.text_ctx > 0:
             vocab = cfg.text_vocab_size or tokenizer_vocab_size(cfg.tokenizer, cfg.text_ctx)
@@ -124,9 +147,17 @@ class UNet(nn.Module):
         out_channels = cfg.out_channels * (2 if cfg.learn_sigma else 1)
         self.out = nn.Sequential(normalization(ch), nn.SiLU(), zero_module(nn.Conv2d(ch, out_channels, 3, padding=1)))
 
-    def embed(self, timesteps: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """The vector every ResBlock receives: MLP(sinusoid(t)) [+ label embedding]. [N] -> [N, 4C]."""
+    def embed(self, timesteps: torch.Tensor, labels: torch.Tensor | None = None,
+              aug_level: torch.Tensor | None = None) -> torch.Tensor:
+        """The vector every ResBlock receives: MLP(sinusoid(t)) [+ label embedding] [+ MLP(sinusoid(s))]. [N] -> [N, 4C]."""
         emb = self.time_embed(timestep_embedding(timesteps, self.cfg.model_channels))
+        if self.aug_embed is not None:
+            if aug_level is None:
+                raise ValueError("this upsampler takes the low-res noise-augmentation level (model.aug_level_embed): pass "
+                                 "aug_level [N], the forward diffusion steps applied to low_res (0 = clean)")
+            emb = emb + self.aug_embed(timestep_embedding(aug_level, self.cfg.model_channels))
+        elif aug_level is not None:
+            raise ValueError("this model has no noise-augmentation input (model.aug_level_embed = false) but got aug_level")
         if self.label_emb is not None:
             if labels is None:
                 raise ValueError("this model is class-conditional: pass labels (use the null label "
@@ -187,13 +218,17 @@ class UNet(nn.Module):
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, labels: torch.Tensor | None = None,
                 tokens: torch.Tensor | None = None, mask: torch.Tensor | None = None,
                 low_res: torch.Tensor | None = None, inpaint_image: torch.Tensor | None = None,
-                inpaint_mask: torch.Tensor | None = None) -> torch.Tensor:
-        expected = (self.cfg.in_channels, self.cfg.image_size, self.cfg.image_size)
-        if tuple(x.shape[1:]) != expected:
-            raise ValueError(f"x has shape {tuple(x.shape)} but this U-Net takes [N, {expected[0]}, "
-                             f"{expected[1]}, {expected[2]}] (model.in_channels, model.image_size)")
+                inpaint_mask: torch.Tensor | None = None, aug_level: torch.Tensor | None = None) -> torch.Tensor:
+        c = self.cfg
+        if x.ndim != 4 or x.shape[1] != c.in_channels:
+            raise ValueError(f"x has shape {tuple(x.shape)} but this U-Net takes [N, {c.in_channels}, "
+                             f"{c.image_size}, {c.image_size}] (model.in_channels, model.image_size)")
+        divisor = 2 ** (len(c.channel_mult) - 1)
+        if x.shape[2] % divisor or x.shape[3] % divisor:
+            raise ValueError(f"x has shape {tuple(x.shape)} but this U-Net takes [N, {c.in_channels}, {c.image_size}, "
+                             f"{c.image_size}] (model.image_size), or crops whose sides are multiples of {divisor}")
         x = self.conditioning_inputs(x, low_res, inpaint_image, inpaint_mask)
-        emb, context = self.embed(timesteps, labels), None
+        emb, context = self.embed(timesteps, labels, aug_level), None
         if self.text_encoder is not None:
             pooled, context = self.encode_text(tokens, mask)
             emb = emb + pooled.to(emb.dtype)

@@ -1,0 +1,92 @@
+"""Fine-tuning a model that has more inputs than the one it starts from (GLIDE section 4.3).
+
+GLIDE's inpainting models are its text models fine-tuned with extra input channels: the known image
+(times the mask) and the mask. The new channels' first-layer weights start at zero, so at the first
+step of fine-tuning the inpainting model computes exactly what the text model computed, whatever the
+new inputs are; training then teaches it to use them. The same holds for adding the low-resolution
+input of an upsampler or the noise-augmentation level (whose embedding's last layer starts at zero).
+
+    model = build_model(load_config("tutorial-text-inpaint"))
+    init_from_pretrained(model, "tutorial-text")   # every weight copied, the 4 new input channels zero
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from .checkpoint import CheckpointError
+from .config import UNetConfig
+from .models.unet import UNet, input_channel_groups
+
+FIRST_CONV = "input_blocks.0.0.weight"
+# Fields that may differ between the source and the fine-tuned model: the added inputs, and dropout (no weights).
+ADDED_INPUTS = ("super_res", "inpaint", "aug_level_embed")
+MAY_DIFFER = (*ADDED_INPUTS, "dropout")
+NEW_MODULES = ("aug_embed.",)  # parameters a source without aug_level_embed lacks; they keep their (zero-ended) init
+
+
+def transfer_weights(source: dict[str, torch.Tensor], source_cfg: UNetConfig, model: UNet) -> list[str]:
+    """Copy a U-Net state dict (of source_cfg) into `model`, whose config may add inputs to the source's.
+
+    The first conv's kernel [C_out, C_in, 3, 3] is copied input by input (x_t, inpaint_image,
+    inpaint_mask, low_res: see input_channel_groups, which also moves the low-res channels to their
+    place after the inpainting ones); inputs the source lacks get zero weights. The aug_level embedding,
+    if the source lacks it, keeps its init (last layer zero). Every other tensor is copied as is.
+    Returns the names of the tensors that did not come entirely from the source.
+    """
+    target_cfg = model.cfg
+    differ = [f.name for f in dataclasses.fields(UNetConfig)
+              if f.name not in MAY_DIFFER and getattr(source_cfg, f.name) != getattr(target_cfg, f.name)]
+    if differ:
+        raise CheckpointError("cannot fine-tune across architectures: model." + ", model.".join(
+            f"{k} is {getattr(source_cfg, k)!r} in the source but {getattr(target_cfg, k)!r} here" for k in differ))
+    dropped = [k for k in ADDED_INPUTS if getattr(source_cfg, k) and not getattr(target_cfg, k)]
+    if dropped:
+        raise CheckpointError(f"the source model has inputs this one lacks (model.{', model.'.join(dropped)}); "
+                              "fine-tuning can add inputs, not remove them")
+    own = model.state_dict()
+    unexpected = sorted(set(source) - set(own))
+    if unexpected:
+        raise CheckpointError(f"the source has {len(unexpected)} tensors this model lacks, e.g. {unexpected[:3]}")
+    old_groups, new_groups = input_channel_groups(source_cfg), input_channel_groups(target_cfg)
+    state, fresh = {}, []
+    for key, value in own.items():
+        if key == FIRST_CONV:
+            kernel = torch.zeros_like(value)  # inputs the source never saw: zero weights, no effect at init
+            for name, channels in old_groups.items():
+                kernel[:, new_groups[name]] = source[key][:, channels].to(value.dtype)
+            state[key] = kernel
+            if len(new_groups) > len(old_groups):
+                fresh.append(key)
+        elif key in source:
+            if source[key].shape != value.shape:
+                raise CheckpointError(f"{key}: the source has shape {tuple(source[key].shape)}, this model "
+                                      f"{tuple(value.shape)}")
+            state[key] = source[key].to(value.dtype)
+        elif key.startswith(NEW_MODULES):
+            state[key] = value
+            fresh.append(key)
+        else:
+            raise CheckpointError(f"the source lacks {key}, which no added input explains")
+    model.load_state_dict(state)
+    return fresh
+
+
+def init_from_pretrained(model: UNet, source: str | Path, root: Path | None = None) -> list[str]:
+    """Start `model` from a shipped checkpoint (sha256-verified) or a .safetensors path: transfer_weights.
+
+    Returns the names of the tensors that did not come entirely from the source (the new inputs).
+    """
+    from . import pretrained
+    from .config import config_from_dict
+
+    weights, config = pretrained.load_weights(source, root)
+    if "kind" in config:
+        raise CheckpointError(f"train.init_from {str(source)!r} is a {config['kind']!r} checkpoint, not a diffusion model")
+    source_cfg = config_from_dict(config)
+    if source_cfg.task != "diffusion":
+        raise CheckpointError(f"train.init_from {str(source)!r} is a {source_cfg.task} checkpoint; fine-tuning starts "
+                              "from a diffusion model")
+    return transfer_weights(weights, source_cfg.model, model)

@@ -1,0 +1,115 @@
+"""The Python parts of scripts/gpu_smoke.sh, one subcommand each.
+
+Every part runs inside its own try block: a failure prints its traceback and a `RESULT: FAILED ...` line
+and exits 1, so the shell script records it and goes on with the next part. A part that works prints
+`RESULT: <one line>` for the summary table.
+Usage: python scripts/gpu_smoke_parts.py env | fwd-bwd CONFIG BATCH | cascade BATCH [--compile] | pipelines
+SMOKE_DEVICE=cpu runs fwd-bwd on the CPU (to check this script without a GPU, on a small config file).
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+import traceback
+
+import torch
+
+
+def env() -> str:
+    name = torch.cuda.get_device_name(0)
+    print(f"torch {torch.__version__}, cuda {torch.version.cuda}, device {name}, bf16 {torch.cuda.is_bf16_supported()}")
+    return f"{name}, torch {torch.__version__}, cuda {torch.version.cuda}"
+
+
+def fwd_bwd(config: str, batch: str) -> str:
+    """A released-size model's bf16 forward + backward at `batch` (random weights, channels_last)."""
+    from glide_minimal.config import load_config
+    from glide_minimal.models import build_model, example_inputs
+
+    cfg, n, device = load_config(config), int(batch), torch.device(os.environ.get("SMOKE_DEVICE", "cuda"))
+    cuda = device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    torch.manual_seed(0)
+    model = build_model(cfg).to(device).to(memory_format=torch.channels_last).train()
+    x, _, kwargs = example_inputs(cfg, n, device)
+    x, t = torch.randn_like(x), torch.randint(0, cfg.diffusion.num_timesteps, (n,), device=device)
+    if "tokens" in kwargs:  # an 8-token caption per image
+        vocab = model.text_encoder.token_embedding.num_embeddings
+        kwargs["tokens"][:, :8] = torch.randint(1, vocab, (n, 8), device=device)
+        kwargs["mask"][:, :8] = True
+    if "low_res" in kwargs:
+        kwargs["low_res"] = torch.randn_like(kwargs["low_res"])
+    out_channels = cfg.model.out_channels * (2 if cfg.model.learn_sigma else 1)
+    target = torch.randn(n, out_channels, *x.shape[2:], device=device)
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            out = model(x.contiguous(memory_format=torch.channels_last), t, **kwargs)
+        (out.float() - target).square().mean().backward()
+
+    step()  # warm-up: cuDNN picks its kernels
+    sync()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - start)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
+    params = sum(p.numel() for p in model.parameters())
+    print(f"{config}: {params:,} parameters; bf16 forward+backward at batch {n}: median {statistics.median(times) * 1e3:.1f} ms "
+          f"(min {min(times) * 1e3:.1f}), peak memory {peak:.2f} GiB")
+    return f"batch {n}: {statistics.median(times) * 1e3:.0f} ms fwd+bwd, peak {peak:.1f} GiB"
+
+
+def cascade(batch: str, *flags: str) -> str:
+    """The released-size cascade with CFG: the official 100 + 27 steps in fp32 and our fast settings."""
+    from glide_minimal.bench import bench_released, format_released
+
+    r = bench_released("full", int(batch), compile="--compile" in flags, device="cuda")
+    print(format_released(r))
+    official, fast = r["rows"]
+    return (f"batch {batch}: official {official['image_s']:.2f} s/image, fast {fast['image_s']:.2f} s/image, "
+            f"x{r['ratio']['image_s']:.1f}")
+
+
+def pipelines() -> str:
+    """The shipped chapter 1-3 pipelines on the GPU: unconditional, CFG and classifier guidance."""
+    import glide_minimal as gm
+
+    ev = gm.pretrained.load_evaluator(device="cuda")
+    ddpm = gm.load_pipeline("tutorial-ddpm", device="cuda")
+    start = time.perf_counter()
+    images = ddpm(256, steps=100, seed=0)
+    torch.cuda.synchronize()
+    print(f"tutorial-ddpm: 256 images, 100 steps in {time.perf_counter() - start:.2f} s; "
+          f"evaluator confidence {ev.quality(images, images)['confidence']:.3f}")
+    digits = gm.load_pipeline("tutorial-digits", device="cuda")
+    labels = torch.arange(10).repeat_interleave(20)
+    accuracy = {}
+    for method, scale in [("cfg", 3.0), ("classifier", 3.0)]:
+        start = time.perf_counter()
+        images = digits(labels, method=method, guidance_scale=scale, steps=50, seed=0)
+        torch.cuda.synchronize()
+        accuracy[method] = ev.accuracy(images, labels)
+        print(f"tutorial-digits {method} scale {scale}: 200 images in {time.perf_counter() - start:.2f} s, "
+              f"evaluator accuracy {accuracy[method]:.3f}")
+    return f"digits accuracy: cfg {accuracy['cfg']:.3f}, classifier {accuracy['classifier']:.3f}"
+
+
+PARTS = {"env": env, "fwd-bwd": fwd_bwd, "cascade": cascade, "pipelines": pipelines}
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2 or sys.argv[1] not in PARTS:
+        sys.exit(f"usage: {sys.argv[0]} {' | '.join(PARTS)} [args]")
+    try:
+        print(f"RESULT: {PARTS[sys.argv[1]](*sys.argv[2:])}")
+    except Exception as e:  # report and let the next part run
+        traceback.print_exc()
+        print(f"RESULT: FAILED {type(e).__name__}: {str(e).splitlines()[0][:150] if str(e) else ''}")
+        sys.exit(1)

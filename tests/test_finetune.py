@@ -1,0 +1,125 @@
+"""Fine-tuning with added inputs (glide_minimal/finetune.py): the inpainting model starts as the text model,
+the inpainting upsampler as the upsampler, the augmentation-level embedding changes nothing at init."""
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from conftest import randomize_, tiny_text_config
+from glide_minimal import pretrained
+from glide_minimal.checkpoint import CheckpointError
+from glide_minimal.finetune import init_from_pretrained, transfer_weights
+from glide_minimal.models import build_model
+
+
+def inputs(cfg, n: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Random x_t, t, caption tokens and (where the model takes them) low-res, aug level, image and mask."""
+    g = torch.Generator().manual_seed(seed)
+    size = cfg.model.image_size
+    x, t = torch.randn(n, 3, size, size, generator=g), torch.randint(0, 50, (n,), generator=g)
+    kwargs = {"tokens": torch.randint(1, 20, (n, 12), generator=g), "mask": torch.ones(n, 12, dtype=torch.bool)}
+    if cfg.model.super_res:
+        kwargs["low_res"] = torch.randn(n, 3, size // 4, size // 4, generator=g)
+    if cfg.model.aug_level_embed:
+        kwargs["aug_level"] = torch.randint(0, 50, (n,), generator=g)
+    if cfg.model.inpaint:
+        kwargs["inpaint_image"] = torch.randn(n, 3, size, size, generator=g)
+        kwargs["inpaint_mask"] = (torch.rand(n, 1, size, size, generator=g) > 0.5).float()
+    return x, t, kwargs
+
+
+def trained(overrides: dict | None = None) -> tuple[torch.nn.Module, object]:
+    """A model of the tiny text config (+ overrides) with every weight perturbed, as after training."""
+    cfg = tiny_text_config(overrides)
+    torch.manual_seed(0)
+    return randomize_(build_model(cfg)).eval(), cfg
+
+
+def run(model, x, t, kwargs, drop: tuple[str, ...] = ()) -> torch.Tensor:
+    with torch.no_grad():
+        return model(x, t, **{k: v for k, v in kwargs.items() if k not in drop})
+
+
+@pytest.mark.parametrize("source, target", [
+    ({}, {"model.inpaint": True}),  # text -> inpainting base (GLIDE section 4.3)
+    ({"model.super_res": True}, {"model.super_res": True, "model.inpaint": True}),  # upsampler -> inpainting upsampler
+    ({"model.super_res": True}, {"model.super_res": True, "model.aug_level_embed": True}),  # + the augmentation level
+])
+def test_fine_tuned_model_starts_as_its_source_whatever_the_new_inputs(source, target):
+    src, src_cfg = trained(source)
+    cfg = tiny_text_config(target)
+    torch.manual_seed(1)
+    model = build_model(cfg).eval()
+    fresh = transfer_weights(src.state_dict(), src_cfg.model, model)
+    assert fresh  # something was added
+    x, t, kwargs = inputs(cfg)
+    new_inputs = ("inpaint_image", "inpaint_mask", "aug_level")
+    expected = run(src, x, t, kwargs, drop=new_inputs)  # no source here has any of them
+    torch.testing.assert_close(run(model, x, t, kwargs), expected, rtol=0, atol=1e-5)
+    other = {**kwargs, **{k: v.flip(0) for k, v in kwargs.items() if k in new_inputs}}
+    torch.testing.assert_close(run(model, x, t, other), expected, rtol=0, atol=1e-5)  # the new inputs do nothing yet
+
+
+def test_new_input_channels_are_zero_and_low_res_channels_move_after_the_inpaint_ones():
+    src, src_cfg = trained({"model.super_res": True})
+    model = build_model(tiny_text_config({"model.super_res": True, "model.inpaint": True}))
+    transfer_weights(src.state_dict(), src_cfg.model, model)
+    old, new = src.input_blocks[0][0].weight, model.input_blocks[0][0].weight  # [C_out, 6, 3, 3] -> [C_out, 10, 3, 3]
+    assert torch.equal(new[:, :3], old[:, :3])  # x_t
+    assert not new[:, 3:7].any()  # image * mask and mask: zero
+    assert torch.equal(new[:, 7:], old[:, 3:])  # low_res, now last (the released order)
+    assert torch.equal(model.input_blocks[0][0].bias, src.input_blocks[0][0].bias)
+
+
+def test_new_weights_learn():
+    """Zero weights are not stuck: the first step's gradient reaches the new input channels."""
+    src, src_cfg = trained()
+    cfg = tiny_text_config({"model.inpaint": True})
+    model = build_model(cfg)
+    transfer_weights(src.state_dict(), src_cfg.model, model)
+    x, t, kwargs = inputs(cfg)
+    model(x, t, **kwargs).square().mean().backward()
+    assert model.input_blocks[0][0].weight.grad[:, 3:7].abs().sum() > 0
+
+
+@pytest.mark.parametrize("source, target, message", [
+    ({}, {"model.model_channels": 32, "model.num_head_channels": 32},
+     "model.model_channels is 16 in the source but 32 here"),
+    ({"model.inpaint": True}, {}, "the source model has inputs this one lacks (model.inpaint)"),
+])
+def test_fine_tuning_across_architectures_is_an_error(source, target, message):
+    src, src_cfg = trained(source)
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        transfer_weights(src.state_dict(), src_cfg.model, build_model(tiny_text_config(target)))
+
+
+def test_init_from_a_published_checkpoint(tmp_path, monkeypatch):
+    src, src_cfg = trained()
+    pretrained.publish("tiny-text", src.state_dict(), src_cfg.to_dict(), record={"command": "pytest"},
+                       dtype=torch.float32, root=tmp_path)
+    monkeypatch.setenv("GLIDE_MINIMAL_CHECKPOINTS", str(tmp_path))
+    cfg = tiny_text_config({"model.inpaint": True, "train.init_from": "tiny-text"})
+    model = build_model(cfg).eval()
+    assert init_from_pretrained(model, cfg.train.init_from) == ["input_blocks.0.0.weight"]
+    x, t, kwargs = inputs(cfg)
+    torch.testing.assert_close(run(model, x, t, kwargs), run(src, x, t, kwargs, drop=("inpaint_image", "inpaint_mask")),
+                               rtol=0, atol=1e-5)
+    with pytest.raises(KeyError, match="unknown checkpoint 'tiny-txet'"):
+        init_from_pretrained(model, "tiny-txet")
+
+
+def test_trainer_starts_from_train_init_from(tmp_path, monkeypatch):
+    from glide_minimal.train import Trainer
+
+    src, src_cfg = trained()
+    pretrained.publish("tiny-text", src.state_dict(), src_cfg.to_dict(), record={"command": "pytest"},
+                       dtype=torch.float32, root=tmp_path / "ckpts")
+    monkeypatch.setenv("GLIDE_MINIMAL_CHECKPOINTS", str(tmp_path / "ckpts"))
+    trainer = Trainer(tiny_text_config({"model.inpaint": True, "train.init_from": "tiny-text"}), tmp_path / "run",
+                      progress=False)
+    for model in (trainer.model, trainer.ema):  # the EMA starts from the fine-tuning start, not a fresh init
+        weight = model.input_blocks[0][0].weight
+        assert torch.equal(weight[:, :3], src.input_blocks[0][0].weight) and not weight[:, 3:].any()
+        assert torch.equal(model.out[2].weight, src.out[2].weight)
