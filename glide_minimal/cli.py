@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="unconditional pipelines, or images of one --prompt: how many images")
     p.add_argument("--labels", type=int, nargs="+", help="class-conditional pipelines: one label per image")
     p.add_argument("--prompt", nargs="+", help="text pipelines: a caption (several: one image each); \"\" = unconditional")
-    p.add_argument("--guidance", default="cfg", help="text guidance: cfg | clip | none")
+    p.add_argument("--guidance", default="cfg", help="text guidance: cfg | clip | clip-unconditional | none")
     p.add_argument("--guidance-scale", type=float, default=3.0)
     p.add_argument("--upsample", action="store_true",
                    help="text pipelines: run the cascade, the base model then its -upsample checkpoint (fast27)")

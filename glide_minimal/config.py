@@ -87,7 +87,7 @@ class DataConfig:
 
 @dataclass
 class CLIPConfig:
-    """The noised CLIP of GLIDE (section 2.3): a ViT image encoder that also sees t, and a text encoder."""
+    """The noised CLIP of GLIDE (section 2.4): a ViT image encoder that also sees t, and a text encoder."""
 
     image_size: int = 16
     in_channels: int = 3

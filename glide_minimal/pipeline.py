@@ -161,12 +161,14 @@ class TextPipeline(DiffusionPipeline):
 
     guidance="cfg": eps = eps("") + s (eps(caption) - eps("")), one batched forward (GLIDE Eq. 2; the
     model saw 20 % empty captions in training). guidance="clip": the text-conditional model steered by
-    s * grad of the noised CLIP's similarity between x_t and the caption (GLIDE Eq. 4, as the release's
-    CLIP-guided sampler does). guidance="none": the conditional model alone. The empty prompt "" is
-    the unconditional model (guidance then has nothing to amplify).
+    s * grad of the noised CLIP's similarity between x_t and the caption (GLIDE section 2.4, as the
+    release's CLIP-guided sampler does); guidance="clip-unconditional": the same gradient steering the
+    model given the empty caption, so the caption reaches the image only through the CLIP.
+    guidance="none": the conditional model alone. The empty prompt "" is the unconditional model
+    (guidance then has nothing to amplify).
     """
 
-    GUIDANCE = ("cfg", "clip", "none")
+    GUIDANCE = ("cfg", "clip", "clip-unconditional", "none")
 
     def __init__(self, model, cfg: Config, device="cpu", clip=None, clip_name: str | None = None,
                  upsampler: "UpsamplePipeline | None" = None, upsampler_name: str | None = None):
@@ -229,11 +231,13 @@ class TextPipeline(DiffusionPipeline):
         if guidance == "cfg":
             model_fn = classifier_free_model_fn(self.model_fn, guidance_scale, self.tokens([""] * len(prompts)),
                                                 self.cfg.model.out_channels)
-        elif guidance == "clip":
+        elif guidance in ("clip", "clip-unconditional"):
             if not all(self.tokenizer.split(p) for p in prompts):
-                raise ValueError("guidance='clip' needs a caption for every image; \"\" has nothing to guide towards")
+                raise ValueError(f"guidance={guidance!r} needs a caption for every image; \"\" has nothing to guide towards")
             clip_tokens, clip_mask = get_clip_tokens(self.clip.cfg, prompts)
             cond_fn = clip_cond_fn(self.clip, clip_tokens.to(self.device), clip_mask.to(self.device), guidance_scale)
+            if guidance == "clip-unconditional":  # the model sees only "": the caption arrives through the CLIP alone
+                kwargs = self.tokens([""] * len(prompts))
         return kwargs, model_fn, cond_fn
 
     def __call__(self, prompt, num_images: int | None = None, *, guidance_scale: float = 3.0, guidance: str = "cfg",

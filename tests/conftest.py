@@ -143,3 +143,17 @@ TINY_TEXT = {
 
 def tiny_text_config(overrides: dict | None = None) -> Config:
     return load_config("tutorial-ddpm", overrides={**TINY_TEXT, **(overrides or {})})
+
+
+def straight_and_resumed(cfg: Config, root: Path, stop_at: int) -> tuple[dict, dict, dict]:
+    """Train cfg to train.max_steps twice: straight through (root/straight), and stopped at stop_at then
+    resumed from its checkpoint (root/split). Returns (straight tensors, split tensors, split metadata)."""
+    from glide_minimal.checkpoint import load_tensors
+    from glide_minimal.train import CHECKPOINT, Trainer
+
+    Trainer(cfg, root / "straight", progress=False).run()
+    Trainer(cfg, root / "split", progress=False).run(stop_at)
+    Trainer(cfg, root / "split", resume=True, progress=False).run()
+    straight, _ = load_tensors(root / "straight" / CHECKPOINT)
+    split, meta = load_tensors(root / "split" / CHECKPOINT)
+    return straight, split, meta

@@ -9,13 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import assert_same_tensors, tiny_text_config
-from glide_minimal.checkpoint import load_tensors
+from conftest import assert_same_tensors, straight_and_resumed, tiny_text_config
 from glide_minimal.conditioning import augment_low_res, random_masks
 from glide_minimal.config import load_config
 from glide_minimal.datasets import load_shapesworld
 from glide_minimal.diffusion import GaussianDiffusion
-from glide_minimal.train import CHECKPOINT, Trainer, _step_generator
+from glide_minimal.train import Trainer, _step_generator
 
 # A 16 px "upsampler" from 4 px: the smallest ShapesWorld pair with the 4x factor of GLIDE.
 UP = {"model.super_res": True, "data.low_res_size": 4}
@@ -165,11 +164,7 @@ def test_configs_without_cascade_keys_draw_what_they_drew_before(tmp_path):
 def test_resume_is_exact_with_crops_augmentation_and_masks(tmp_path):
     cfg = tiny_text_config({**AUG, "model.inpaint": True, "data.crop_size": 8, "model.dropout": 0.1,
                             "train.max_steps": 4, "train.ckpt_every": 100})
-    Trainer(cfg, tmp_path / "straight", progress=False).run()
-    Trainer(cfg, tmp_path / "split", progress=False).run(2)
-    Trainer(cfg, tmp_path / "split", resume=True, progress=False).run()
-    straight, _ = load_tensors(tmp_path / "straight" / CHECKPOINT)
-    split, meta = load_tensors(tmp_path / "split" / CHECKPOINT)
+    straight, split, meta = straight_and_resumed(cfg, tmp_path, stop_at=2)
     assert meta["step"] == 4
     assert_same_tensors(split, straight)
 

@@ -41,7 +41,7 @@ def test_prompt_list_length_must_match_num_images(pipe):
 def test_unknown_word_and_unknown_guidance_are_clear_errors(pipe):
     with pytest.raises(ValueError, match="unknown word 'purple'"):
         pipe("a purple circle", steps=2)
-    with pytest.raises(ValueError, match="unknown guidance 'clipp'; choose one of: cfg, clip, none"):
+    with pytest.raises(ValueError, match="unknown guidance 'clipp'; choose one of: cfg, clip, clip-unconditional, none"):
         pipe("a red circle", guidance="clipp", steps=2)
 
 
@@ -61,6 +61,11 @@ def test_clip_guidance_moves_samples_and_needs_a_caption(pipe):
     assert (pipe(prompt, guidance="clip", guidance_scale=50.0, steps=3, seed=2) - plain).abs().max() > 1e-4
     with pytest.raises(ValueError, match="needs a caption"):
         pipe("", guidance="clip", steps=2)
+    # clip-unconditional: the model sees only the empty caption; at scale 0 it is the unconditional model
+    torch.testing.assert_close(pipe(prompt, guidance="clip-unconditional", guidance_scale=0.0, steps=3, seed=2),
+                               pipe("", guidance="none", steps=3, seed=2))
+    assert (pipe(prompt, guidance="clip-unconditional", guidance_scale=50.0, steps=3, seed=2)
+            - pipe("", guidance="none", steps=3, seed=2)).abs().max() > 1e-4
 
 
 def test_clip_guidance_without_a_clip_is_a_clear_error():

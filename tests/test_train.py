@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import (assert_same_tensors, checkpoint_step, cli_command, run_cli, subprocess_env, tiny_config,
-                      write_tiny_yaml)
+from conftest import (assert_same_tensors, checkpoint_step, cli_command, run_cli, straight_and_resumed, subprocess_env,
+                      tiny_config, write_tiny_yaml)
 from glide_minimal.checkpoint import CheckpointError, load_tensors
 from glide_minimal.cli import main
 from glide_minimal.config import config_from_dict, load_config
@@ -78,11 +78,7 @@ def test_checkpoint_round_trip_restores_model_ema_optimizer_and_step(tmp_path):
 
 def test_resume_continues_exactly_where_the_run_stopped(tmp_path):
     cfg = tiny_config({"train.max_steps": 8, "train.ckpt_every": 100, **REPLAY})
-    Trainer(cfg, tmp_path / "straight", progress=False).run()
-    Trainer(cfg, tmp_path / "split", progress=False).run(4)
-    Trainer(cfg, tmp_path / "split", resume=True, progress=False).run()
-    straight, _ = load_tensors(tmp_path / "straight" / CHECKPOINT)
-    split, meta = load_tensors(tmp_path / "split" / CHECKPOINT)
+    straight, split, meta = straight_and_resumed(cfg, tmp_path, stop_at=4)
     assert meta["step"] == 8
     assert_same_tensors(split, straight)
     assert losses(tmp_path / "split") == losses(tmp_path / "straight")

@@ -5,7 +5,7 @@
   eps = eps_u + s (eps_c - eps_u), and the conditional half's variance is kept.
 - Classifier guidance (Dhariwal & Nichol 2021): a cond_fn returning s * grad_x log p(y | x_t, t) of a
   noised classifier; the sampler adds it to the mean (ancestral) or the score (DDIM).
-- CLIP guidance (GLIDE section 2.3): a cond_fn returning s * grad_x (f(x_t, t) . g(c)), the gradient of
+- CLIP guidance (GLIDE section 2.4): a cond_fn returning s * grad_x (f(x_t, t) . g(c)), the gradient of
   a noised CLIP's cosine similarity between the noised image and the caption.
 - Inpainting (GLIDE section 4.3): a denoised_fn that puts the known pixels into every predicted x_0, for
   the inpainting models; and the replacement baseline for a plain model, a model_fn wrapper that shows
@@ -57,7 +57,7 @@ def classifier_cond_fn(classifier: Callable, labels: torch.Tensor, guidance_scal
 
 
 def clip_cond_fn(clip: Callable, tokens: torch.Tensor, mask: torch.Tensor, guidance_scale: float) -> Callable:
-    """cond_fn(x_t, t) = s * grad_x (f(x_t, t) . g(c)) for a noised CLIP (GLIDE Eq. 4's mean shift).
+    """cond_fn(x_t, t) = s * grad_x (f(x_t, t) . g(c)) for a noised CLIP (the mean shift of GLIDE section 2.4).
 
     clip: has embed_image(x_t, t) and embed_text(tokens, mask), both unit vectors [N, D]. The caption
     embedding does not depend on x_t, so it is computed once.

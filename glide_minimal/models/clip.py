@@ -1,4 +1,4 @@
-"""The noised CLIP of GLIDE (Nichol et al. 2021, section 2.3), for CLIP guidance.
+"""The noised CLIP of GLIDE (Nichol et al. 2021, section 2.4), for CLIP guidance.
 
 CLIP (Radford et al. 2021) learns an image encoder f and a caption encoder g whose embeddings have a
 high dot product for matching pairs. To guide a diffusion sampler, the image encoder must judge the
