@@ -88,7 +88,7 @@ def cmd_bench(args) -> int:
         torch.set_num_threads(args.threads)
     if args.what == "released":
         r = bench_released(args.scale, args.batch or 1, args.base_steps, args.fast_base_steps, args.upsample_steps,
-                           args.compile, args.repeats, args.device)
+                           args.fast_upsample_steps, args.compile, args.repeats, args.device)
         print(format_released(r))
         return 0
     args.batch = args.batch or 16
@@ -189,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="released: the released-size models, or tiny stand-ins (for tests)")
     p.add_argument("--base-steps", default="100", help="released: the official base steps (ancestral)")
     p.add_argument("--fast-base-steps", default="ddim25", help="released: our base steps (ddimN: DDIM)")
-    p.add_argument("--upsample-steps", default="fast27", help="released: upsampler steps (both settings)")
+    p.add_argument("--upsample-steps", default="fast27", help="released: the official upsampler steps (ancestral)")
+    p.add_argument("--fast-upsample-steps", default="ddim10", help="released: our upsampler steps (ddimN: DDIM)")
     p.add_argument("--compile", action="store_true", help="released: torch.compile the models in the fast setting")
     p.add_argument("--device")
     p.add_argument("--threads", type=int)

@@ -31,6 +31,10 @@ class UNetConfig:
     num_res_blocks: int = 2
     attention_resolutions: tuple[int, ...] = (8,)  # feature-map sizes (px) that get self-attention
     num_head_channels: int = 32
+    # GroupNorm groups (ADM: 32), or the largest count dividing a layer's width. With one channel per group
+    # (32 channels) GroupNorm removes each channel's spatial mean everywhere, and the network can no longer
+    # predict the per-channel mean of eps: chapter 6's 32-channel upsampler needs fewer, wider groups.
+    norm_groups: int = 32
     dropout: float = 0.0
     use_scale_shift_norm: bool = True
     resblock_updown: bool = True
@@ -59,6 +63,10 @@ class DiffusionConfig:
     noise_schedule: str = "linear"  # linear | squaredcos_cap_v2
     model_var_type: str = "fixed_small"  # fixed_small | fixed_large | learned_range
     loss_type: str = "mse"  # mse (L_simple) | hybrid (L_simple + L_vlb)
+    # What the network predicts: eps (DDPM, GLIDE) | v = sqrt(abar) eps - sqrt(1 - abar) x_0 (Salimans & Ho 2022;
+    # chapter 6's upsampler: an eps model must infer each channel's noise mean from a whole image, and when it
+    # cannot, its samples keep a color cast; v is x_0 at high noise, which the low-res input gives locally).
+    model_mean_type: str = "eps"
     sample_respacing: str = "100"  # default respacing at sampling time
 
 
@@ -157,6 +165,7 @@ CHOICES = {
     "diffusion.noise_schedule": ("linear", "squaredcos_cap_v2"),
     "diffusion.model_var_type": ("fixed_small", "fixed_large", "learned_range"),
     "diffusion.loss_type": ("mse", "hybrid"),
+    "diffusion.model_mean_type": ("eps", "v"),
     "data.dataset": ("digits", "shapesworld"),
     "model.tokenizer": ("shapesworld", "glide-bpe"),
     "clip.tokenizer": ("shapesworld", "clip-bpe"),
@@ -252,7 +261,8 @@ def _positive(value: float, key: str) -> None:
 def validate(cfg: Config) -> None:
     """Cross-field checks: each error names the key and what would be valid."""
     m, d, t = cfg.model, cfg.diffusion, cfg.train
-    for key in ("image_size", "in_channels", "out_channels", "model_channels", "num_res_blocks", "num_head_channels"):
+    for key in ("image_size", "in_channels", "out_channels", "model_channels", "num_res_blocks", "num_head_channels",
+                "norm_groups"):
         _positive(getattr(m, key), f"model.{key}")
     for key in ("batch_size", "max_steps", "log_every", "ckpt_every", "grad_accum_steps"):
         _positive(getattr(t, key), f"train.{key}")

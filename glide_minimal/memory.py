@@ -124,6 +124,19 @@ def footprint(cfg: Config) -> Footprint:
                      root_parameters=count(model) - sum(block_params), largest_block=max(block_params, default=0))
 
 
+def forward_flops(cfg: Config, batch: int = 1) -> int:
+    """Floating-point operations of one forward pass at this batch (a multiply-add counts 2), counted on the
+    meta device by torch's FlopCounterMode: convolutions, matmuls and attention; elementwise ops are left out.
+    One sampling step is one forward (two with classifier-free guidance); one training step about three."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = build_model(cfg, device="meta")
+    args, kwargs = _forward_inputs(cfg, batch)
+    with FlopCounterMode(display=False) as counter:
+        model(*args, **kwargs)
+    return counter.get_total_flops()
+
+
 def micro_batch(cfg: Config, gpus: int) -> float:
     """Images each GPU runs through one forward: the global batch / (GPUs x accumulation steps)."""
     return cfg.train.batch_size / (gpus * cfg.train.grad_accum_steps)
@@ -180,6 +193,7 @@ def format_report(cfg: Config, gpus: int, card_bytes: float = CARD_BYTES) -> str
     lines = [
         f"config      {cfg.name}: {cfg.description}",
         f"parameters  {fp.parameters:,}",
+        f"compute     {forward_flops(cfg) / 1e9:,.2f} GFLOP per image per forward (a training step: about 3x)",
         f"batch       global {cfg.train.batch_size} over {gpus} GPU{'s' * (gpus > 1)} x {cfg.train.grad_accum_steps} "
         f"accumulation step(s): {micro_batch(cfg, gpus):g} images per GPU per forward ({precision} activations)",
         f"config says train.parallel {cfg.train.parallel}, "

@@ -300,3 +300,24 @@ class ShapesEvaluator:
         if not values:
             raise ValueError("diversity needs at least two images of some caption")
         return sum(values) / len(values)
+
+
+def seam_energy(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Boundary coherence of an inpainted image (chapter 7): [N, C, H, W] images, [N, 1, H, W] masks -> [N].
+
+    The mean squared color step (summed over channels) between neighbouring pixels that straddle the mask
+    edge, one kept and one filled. A seam (filled content that does not continue the kept content) is a
+    large step; compare with the same number for a real image of the scene, whose steps there are only
+    the scene's own edges. Images whose mask has no edge (all keep or all fill) get NaN.
+    """
+    if masks.ndim != 4 or masks.shape[1] != 1 or masks.shape[0] != images.shape[0] or masks.shape[2:] != images.shape[2:]:
+        raise ValueError(f"masks must be [N, 1, H, W] matching images {tuple(images.shape)}, got {tuple(masks.shape)}")
+    x, keep = images.float(), masks.float()
+    total = torch.zeros(len(x))
+    count = torch.zeros(len(x))
+    for dim in (2, 3):
+        step = x.diff(dim=dim).pow(2).sum(1, keepdim=True)  # [N, 1, ...]: squared step to the next pixel
+        straddles = keep.diff(dim=dim).abs()  # 1 where the pair is one kept, one filled
+        total += (step * straddles).flatten(1).sum(1)
+        count += straddles.flatten(1).sum(1)
+    return total / count.where(count > 0, torch.tensor(float("nan")))

@@ -81,6 +81,20 @@ def render(objects: list[ShapeObject], image_size: int = 64) -> torch.Tensor:
     return canvas.float()
 
 
+def render_caption(text: str, image_size: int = 64) -> torch.Tensor:
+    """The one image a fully specified caption describes: [3, image_size, image_size] in [0, 1].
+
+    Every attribute of a one-object caption fixes the picture (objects sit at their grid position's
+    center), so a caption's render is the ground truth for an upsampled or edited sample of it.
+    """
+    objects = parse_caption(text)
+    if len(objects) != 1 or objects[0][3] is None:
+        raise ValueError(f"{text!r} does not fix one image: render_caption needs one object with its position, "
+                         "e.g. 'a large red circle in the top left'")
+    shape, color, size, position = objects[0]
+    return render([ShapeObject(shape, color, size, position, grid_center(position, size))], image_size)
+
+
 def vocabulary() -> list[str]:
     """Every word a ShapesWorld caption can use (the word-level tokenizer's vocabulary)."""
     words = {"a", "and", "in", "on", "the", *SHAPES, *COLORS, *SIZES}
@@ -167,6 +181,20 @@ def downsample_mask(mask: torch.Tensor, image_size: int) -> torch.Tensor:
     if factor < 1 or mask.shape[-1] % image_size:
         raise ValueError(f"cannot downsample a {mask.shape[-1]} px mask to {image_size} px (must divide it)")
     return 1 - F.max_pool2d((1 - mask)[None], factor)[0]
+
+
+def region_mask(position: str, size: str, image_size: int, margin: float = 0.04) -> torch.Tensor:
+    """A mask that fills the bounding box (+ margin, as a fraction of the canvas) of an object of this size at
+    this grid position: erase it to replace "the object on the left". [1, H, W], 1 = keep, 0 = fill."""
+    if position not in POSITIONS or size not in SIZES:
+        raise ValueError(f"unknown position {position!r} or size {size!r}; positions: {', '.join(POSITIONS)}; "
+                         f"sizes: {', '.join(SIZES)}")
+    cx, cy = grid_center(position, size)
+    half = SIZES[size] / 2 + margin
+    coords = (torch.arange(RENDER_SIZE, dtype=torch.float64) + 0.5) / RENDER_SIZE
+    inside_x = ((coords - cx).abs() <= half)[None, :]
+    inside_y = ((coords - cy).abs() <= half)[:, None]
+    return downsample_mask((~(inside_x & inside_y)).float()[None], _check_size(image_size))
 
 
 def box_mask(image_size: int, generator: torch.Generator, min_frac: float = 0.25, max_frac: float = 0.6) -> torch.Tensor:

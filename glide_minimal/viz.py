@@ -140,7 +140,7 @@ def unet_diagram(model, ax=None):
 
 def text_conditioning_diagram(model, ax=None):
     """GLIDE's two routes from caption to pixels, labelled with this model's sizes (GLIDE's paper has no figure)."""
-    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+    from matplotlib.patches import FancyArrowPatch
 
     m = model.cfg
     emb = 4 * m.model_channels
@@ -158,10 +158,8 @@ def text_conditioning_diagram(model, ax=None):
         "res": (11.7, 4.9, "+ : the embedding every\nResBlock gets (scale, shift\nof its GroupNorm)", "#f7e3c6"),
         "attn": (11.7, 2.0, f"attention at {attn_sizes}:\nkeys, values =\n[text tokens | pixels]", "#cfe3f7"),
     }
-    for x, y, text, color in boxes.values():
-        ax.add_patch(FancyBboxPatch((x - 1.2, y - 0.5), 2.4, 1.0, boxstyle="round,pad=0.05", facecolor=color,
-                                    edgecolor="0.3", linewidth=0.8))
-        ax.text(x, y, text, ha="center", va="center", fontsize=7)
+    _draw_boxes(ax, boxes)
+
     def arrow(a: str, b: str, color: str = "0.2", label: str | None = None) -> None:
         (xa, ya), (xb, yb) = boxes[a][:2], boxes[b][:2]
         start = (xa + 1.25, ya) if xb > xa else (xa, ya + 0.55)
@@ -182,6 +180,63 @@ def text_conditioning_diagram(model, ax=None):
     ax.axis("off")
     ax.set_title("GLIDE's text conditioning: path 1 tells every ResBlock what the caption says (globally); "
                  "path 2 lets every pixel look up the words it needs", fontsize=8)
+    return ax
+
+
+def _draw_boxes(ax, boxes: dict, width: float = 2.4, height: float = 1.0) -> None:
+    """Rounded boxes {name: (x center, y center, text, color)} for the diagrams."""
+    from matplotlib.patches import FancyBboxPatch
+
+    for x, y, text, color in boxes.values():
+        ax.add_patch(FancyBboxPatch((x - width / 2, y - height / 2), width, height, boxstyle="round,pad=0.05",
+                                    facecolor=color, edgecolor="0.3", linewidth=0.8))
+        ax.text(x, y, text, ha="center", va="center", fontsize=7)
+
+
+def cascade_diagram(base_cfg, upsample_cfg, *, base_steps: int | str = 25, guidance_scale: float = 3.0,
+                    upsample_steps: str = "fast27", aug_level: int | None = None, ax=None):
+    """GLIDE's two-stage cascade with these configs' sizes: caption -> base (guided) -> low-res image ->
+    bilinear upsample (+ noise augmentation) -> concatenated to x_t of the upsampler -> high-res image.
+    For inpainting configs (model.inpaint) the known image times the mask and the mask join both stages' inputs."""
+    from matplotlib.patches import FancyArrowPatch
+
+    from .models import build_model
+
+    b, u = base_cfg.model, upsample_cfg.model
+    params = lambda cfg: sum(p.numel() for p in build_model(cfg, device="meta").parameters()) / 1e6
+    level = upsample_cfg.data.low_res_aug_sample if aug_level is None else aug_level
+    up_in = u.in_channels * (3 if u.inpaint else 2) + (1 if u.inpaint else 0)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(12.5, 3.6))
+    boxes = {
+        "caption": (1.0, 2.6, '"a large red circle\nin the top left"', "#ffffff"),
+        "base": (4.2, 2.6, f"base U-Net, {b.image_size} px\n{params(base_cfg):.2f} M parameters\n"
+                           + ("inputs: x_t, image*mask, mask\n" if b.inpaint else "")
+                           + f"{base_steps} steps, CFG scale {guidance_scale:g}", "#e6d9f2"),
+        "low": (7.4, 2.6, f"{b.image_size} px sample\n[N, {b.in_channels}, {b.image_size}, {b.image_size}]", "#eeeeee"),
+        "bilinear": (7.4, 0.8, f"bilinear x{u.image_size // b.image_size} -> {u.image_size} px\n+ augmentation: "
+                               f"{level} forward\nsteps of noise (q_sample)", "#f7e3c6"),
+        "up": (10.6, 2.6, f"upsampler U-Net, {u.image_size} px\n{params(upsample_cfg):.2f} M parameters\n"
+                          f"{up_in} input channels:\n" + ("x_t, image*mask,\nmask, low-res" if u.inpaint else "x_t, low-res"), "#cfe3f7"),
+        "out": (13.8, 2.6, f"{u.image_size} px image\n{upsample_steps}, temperature 0.997,\nno guidance", "#eeeeee"),
+    }
+    _draw_boxes(ax, boxes, width=2.8, height=1.4)
+
+    def arrow(start, end, color="0.2", style="-|>"):
+        ax.add_patch(FancyArrowPatch(start, end, arrowstyle=style, mutation_scale=10, color=color, linewidth=1.3))
+
+    for left, right in [("caption", "base"), ("base", "low"), ("up", "out")]:
+        arrow((boxes[left][0] + 1.45, 2.6), (boxes[right][0] - 1.45, 2.6))
+    arrow((7.4, 1.85), (7.4, 1.55))
+    arrow((8.85, 0.8), (9.6, 1.85), "#c56a00")
+    arrow((1.0, 3.45), (10.6, 3.45), "#2a6fb0", "-")  # the caption also conditions the upsampler
+    arrow((10.6, 3.45), (10.6, 3.35), "#2a6fb0")
+    ax.text(5.8, 3.55, "the same caption, through the upsampler's own (smaller) text transformer", fontsize=7,
+            color="#2a6fb0", ha="center")
+    ax.set_xlim(-0.5, 15.3)
+    ax.set_ylim(0.0, 3.8)
+    ax.axis("off")
+    ax.set_title("GLIDE's cascade: a small image from the caption first, then 4x more pixels conditioned on it", fontsize=8)
     return ax
 
 

@@ -264,3 +264,22 @@ def test_cli_samples_the_cascade_and_refuses_image_pipelines(tmp_path, capsys):
     assert out.exists() and "2 images of (3, 32, 32)" in capsys.readouterr().out
     assert main(["sample", "--pipeline", "tutorial-inpaint", "--prompt", PROMPT, "--out", str(out), "--device", "cpu"]) == 2
     assert "takes images as well as prompts" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("inpaint", [False, True])
+def test_cascade_diagram_labels_each_stage_with_its_configs_sizes(inpaint):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from glide_minimal.config import load_config
+    from glide_minimal.viz import cascade_diagram
+
+    suffix = "-inpaint" if inpaint else ""
+    base, up = load_config(f"tutorial-text{suffix}"), load_config(f"tutorial-text-upsample{suffix}")
+    ax = cascade_diagram(base, up, base_steps=50, guidance_scale=4.0)
+    text = "\n".join(t.get_text() for t in ax.texts)
+    params = sum(p.numel() for p in build_model(up, device="meta").parameters()) / 1e6
+    assert f"{params:.2f} M parameters" in text and "50 steps, CFG scale 4" in text
+    assert f"{up.data.low_res_aug_sample} forward" in text
+    assert (f"{10 if inpaint else 6} input channels") in text
+    assert ("image*mask" in text) == inpaint

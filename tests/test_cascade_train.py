@@ -53,7 +53,11 @@ def test_crops_and_init_from_are_for_diffusion_models_only():
 def test_tutorial_cascade_configs_follow_glide_and_cascaded_diffusion():
     up = load_config("tutorial-text-upsample")
     assert (up.model.image_size, up.data.low_res_size) == (64, 16)  # GLIDE's 4x
-    assert up.diffusion.noise_schedule == "linear" and up.diffusion.sample_respacing == "fast27"
+    # the base model's cosine schedule at 64 px (the released 256 px upsampler's linear one leaves the last
+    # third of a 64 px chain nearly pure noise); GLIDE's fast27 respacing for sampling
+    assert up.diffusion.noise_schedule == "squaredcos_cap_v2" and up.diffusion.sample_respacing == "fast27"
+    assert up.diffusion.model_mean_type == "v" and load_config("tutorial-text").diffusion.model_mean_type == "eps"
+    assert load_config("glide-filtered-upsample").diffusion.noise_schedule == "linear"
     assert up.model.learn_sigma and up.model.text_ctx > 0
     assert up.model.aug_level_embed and up.data.low_res_aug_max > 0 and 0 < up.data.crop_size < 64
     assert not load_config("tutorial-text-upsample-noaug").data.low_res_aug_max

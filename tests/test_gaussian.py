@@ -258,3 +258,29 @@ def test_condition_score_shifts_eps_by_sqrt_one_minus_abar_times_gradient(betas)
 def test_hybrid_loss_without_learned_variance_is_an_error(betas):
     with pytest.raises(ValueError, match="hybrid' needs model_var_type 'learned_range'"):
         GaussianDiffusion(betas, "fixed_small", "hybrid")
+
+
+@pytest.mark.parametrize("var_type, loss_type", [("fixed_small", "mse"), ("learned_range", "hybrid")])
+def test_v_prediction_oracle_recovers_x_start_and_eps_and_has_zero_mse(betas, var_type, loss_type):
+    diffusion = GaussianDiffusion(betas, var_type, loss_type, model_mean_type="v")
+    x_start, noise = data(4, 3, 8, 8, seed=1).clamp(-1, 1), data(4, 3, 8, 8, seed=2)
+    t = torch.tensor([0, 10, len(betas) // 2, len(betas) - 1])
+    a, s = column(np.sqrt(np.cumprod(1 - betas))[t], x_start), column(np.sqrt(1 - np.cumprod(1 - betas))[t], x_start)
+    v = a * noise - s * x_start  # Salimans & Ho (2022): v = sqrt(abar) eps - sqrt(1 - abar) x_0
+    extra = torch.zeros_like(v) if var_type == "learned_range" else v[:, :0]
+
+    def oracle(x_t, timesteps):
+        return torch.cat([v, extra], dim=1)
+
+    out = diffusion.p_mean_variance(oracle, diffusion.q_sample(x_start, t, noise), t, clip_denoised=False)
+    torch.testing.assert_close(out["pred_xstart"], x_start)
+    torch.testing.assert_close(out["eps"], noise)
+    losses = diffusion.training_losses(oracle, x_start, t, noise)
+    assert losses["mse"].abs().max() < 1e-12
+    eps_chain = GaussianDiffusion(betas, var_type, loss_type)  # the same oracle read as eps is wrong
+    assert eps_chain.training_losses(oracle, x_start, t, noise)["mse"].max() > 0.1
+
+
+def test_unknown_model_mean_type_is_named(betas):
+    with pytest.raises(ValueError, match="unknown model_mean_type 'x0'; choose one of: eps, v"):
+        GaussianDiffusion(betas, model_mean_type="x0")

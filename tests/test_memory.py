@@ -102,3 +102,18 @@ def test_cli_info_with_zero_gpus_exits_2_and_names_the_value(capsys):
 def test_cli_info_sizes_a_clip_encoder(capsys):
     assert main(["info", "--config", "glide-filtered-clip-image", "--gpus", "2"]) == 0
     assert "86,443,776" in capsys.readouterr().out
+
+
+def test_forward_flops_grow_with_batch_and_cover_every_conv_weight():
+    from glide_minimal.memory import forward_flops
+
+    cfg = tiny_text_config()
+    one = forward_flops(cfg, 1)
+    assert forward_flops(cfg, 3) == 3 * one
+    # every conv weight is applied at least once per pixel of the lowest resolution (a multiply-add = 2 FLOPs)
+    model = build_model(cfg, device="meta")
+    lowest = (cfg.model.image_size // 2 ** (len(cfg.model.channel_mult) - 1)) ** 2
+    conv_weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert one >= 2 * conv_weights * lowest
+    bigger = forward_flops(load_config("glide-filtered-base"), 1) / 1e9
+    assert 200 < bigger < 300, bigger  # the released base model: about 240 GFLOP per 64 px image

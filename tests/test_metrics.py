@@ -164,3 +164,21 @@ def test_kernel_distance_is_near_zero_for_one_distribution_and_grows_with_a_shif
     assert abs(same) < 0.05
     assert kernel_distance(a, b + 0.5) > same + 0.1
     assert kernel_distance(a, b + 1.0) > kernel_distance(a, b + 0.5)
+
+
+def test_seam_energy_measures_the_step_across_the_mask_edge_only():
+    from glide_minimal.metrics import seam_energy
+
+    mask = torch.ones(3, 1, 8, 8)
+    mask[:, :, :, 4:] = 0  # fill the right half
+    flat = torch.full((3, 8, 8), 0.5)
+    seam = flat.clone()
+    seam[:, :, 4:] = 0.8  # a step of 0.3 in every channel exactly at the edge
+    inner = flat.clone()
+    inner[:, :, 6:] = 0.8  # the same step, but inside the filled region
+    energy = seam_energy(torch.stack([flat, seam, inner]), mask)
+    assert energy.tolist() == pytest.approx([0.0, 3 * 0.3**2, 0.0])
+    nothing = torch.ones(1, 1, 8, 8)
+    assert seam_energy(flat[None], nothing).isnan().all()
+    with pytest.raises(ValueError, match=r"masks must be \[N, 1, H, W\]"):
+        seam_energy(flat[None], mask)

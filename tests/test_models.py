@@ -160,3 +160,20 @@ def test_class_conditional_config_info_counts_parameters(capsys):
     assert main(["info", "--config", "tutorial-ddpm", "--set", "model.num_classes=10"]) == 0
     printed = int(re.search(r"parameters\s+([\d,]+)", capsys.readouterr().out).group(1).replace(",", ""))
     assert printed == TUTORIAL_DDPM_PARAMETERS + 11 * 128  # one embedding row per class + the null label, 4 * 32 wide
+
+
+def test_norm_groups_sets_every_groupnorm_of_the_unet():
+    for groups, expected in [(32, 16), (8, 8), (4, 4)]:  # tiny widths 16 and 32: 32 groups -> gcd(32, 16) = 16
+        model = build_model(tiny_config({"model.norm_groups": groups}))
+        counts = {m.num_groups for m in model.modules() if isinstance(m, torch.nn.GroupNorm) and m.num_channels == 16}
+        assert counts == {expected}
+    with pytest.raises(ValueError, match="model.norm_groups"):
+        tiny_config({"model.norm_groups": 0})
+
+
+def test_every_tutorial_upsampler_config_keeps_several_channels_per_group():
+    for name in available_configs():
+        m = load_config(name).model
+        if m.super_res and name.startswith("tutorial"):
+            widths = {m.model_channels * k for k in m.channel_mult}
+            assert all(w // math.gcd(m.norm_groups, w) >= 2 for w in widths), name

@@ -12,7 +12,7 @@ from glide_minimal import pretrained
 from glide_minimal.cli import main
 from glide_minimal.config import available_configs
 from glide_minimal.models import build_model
-from glide_minimal.pipeline import DiffusionPipeline, load_pipeline
+from glide_minimal.pipeline import DiffusionPipeline, InpaintPipeline, load_pipeline
 from glide_minimal.viz import image_grid
 
 SHIPPED = ROOT / "data" / "checkpoints"
@@ -145,11 +145,22 @@ def test_load_pipeline_of_a_non_diffusion_checkpoint_names_the_problem(monkeypat
 def test_shipped_pipeline_samples(name, monkeypatch):
     monkeypatch.setenv("GLIDE_MINIMAL_CHECKPOINTS", str(SHIPPED))
     pipe = load_pipeline(name, "cpu")
+    prompts = ["a large red circle in the center", ""]
+    if isinstance(pipe, InpaintPipeline):  # an inpainting checkpoint: its whole group edits a 64 px image
+        image = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+        mask = torch.ones(2, 1, 64, 64)
+        mask[:, :, 16:48, 8:40] = 0
+        edited = pipe(prompts, image=image, mask=mask, steps=5, upsample_steps=5, seed=0)
+        assert edited.shape == image.shape and torch.equal(edited * mask, image * mask)
+        return
     m = pipe.cfg.model
-    if m.num_classes:
+    if m.super_res:
+        low_res = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+        images = pipe(prompts, low_res=low_res, steps=5, seed=0)
+    elif m.num_classes:
         images = pipe(labels=[0, 1], steps=5, seed=0)
     elif m.text_ctx:
-        images = pipe(["a large red circle in the center", ""], steps=5, seed=0)
+        images = pipe(prompts, steps=5, seed=0)
     else:
         images = pipe(2, steps=5, seed=0)
     assert images.shape == (2, m.in_channels, m.image_size, m.image_size)

@@ -82,3 +82,24 @@ def test_downsampled_mask_fills_every_pixel_that_touches_the_hole():
     assert low[0, 2, 2] == 0 and low.sum() == 16 * 16 - 1
     with pytest.raises(ValueError, match="cannot downsample a 64 px mask to 48 px"):
         sw.downsample_mask(mask, 48)
+
+
+def test_render_caption_is_the_scene_the_caption_fixes():
+    obj = sw.ShapeObject("cross", "cyan", "small", "top right", sw.grid_center("top right", "small"))
+    assert torch.equal(sw.render_caption("a small cyan cross in the top right", 32), sw.render([obj], 32))
+    for vague in ["a small cyan cross", "a small cyan cross and a large red circle"]:
+        with pytest.raises(ValueError, match="does not fix one image"):
+            sw.render_caption(vague)
+
+
+@pytest.mark.parametrize("size", ["small", "large"])
+def test_region_mask_fills_the_whole_object_and_little_else(size):
+    image = sw.render_caption(f"a {size} red square on the left", 64)
+    mask = sw.region_mask("left", size, 64)
+    assert mask.shape == (1, 64, 64) and set(mask.unique().tolist()) == {0.0, 1.0}
+    assert (image * mask).sum() == 0  # no object pixel is kept
+    side = sw.SIZES[size] + 2 * 0.04
+    assert (1 - mask).mean().item() == pytest.approx(side**2, abs=0.03)
+    assert mask[0, 32, 63] == 1  # the right edge is kept
+    with pytest.raises(ValueError, match="unknown position 'middle'"):
+        sw.region_mask("middle", size, 64)

@@ -13,7 +13,8 @@ from glide_minimal.cli import main
 from glide_minimal.models import build_model
 from glide_minimal.speed import Settings, caption_inputs, cascade, prepare
 
-FEW_STEPS = dict(base_steps="2", fast_base_steps="ddim2", upsample_steps="2", repeats=1, device="cpu")
+FEW_STEPS = dict(base_steps="2", fast_base_steps="ddim2", upsample_steps="2", fast_upsample_steps="ddim2", repeats=1,
+                 device="cpu")
 
 
 def tiny_models():
@@ -44,12 +45,19 @@ def test_channels_last_fp32_gives_the_same_output():
     assert (bf16 - reference).abs().max() < 0.1 * reference.abs().max()  # bf16: close, not equal
 
 
-def test_cascade_returns_upsampled_images():
+@pytest.mark.parametrize("upsample_steps, loop", [("2", "p_sample_loop"), ("ddim2", "ddim_sample_loop")])
+def test_cascade_returns_upsampled_images_with_either_upsampler_sampler(upsample_steps, loop, monkeypatch):
+    import glide_minimal.speed as speed
+
     base_cfg, up_cfg, base, upsampler = tiny_models()
     cond, uncond = caption_inputs(base_cfg, 2, torch.device("cpu"))
-    settings = Settings("few", base_steps="ddim2", upsample_steps="2")
+    settings = Settings("few", base_steps="ddim2", upsample_steps=upsample_steps)
+    calls = []
+    original = getattr(speed, loop)
+    monkeypatch.setattr(speed, loop, lambda *a, **k: calls.append(a[2]) or original(*a, **k))
     images = cascade(prepare(base, settings), prepare(upsampler, settings), base_cfg, up_cfg, settings, cond, uncond)
     assert images.shape == (2, 3, 64, 64) and torch.isfinite(images).all()
+    assert (2, 3, 64, 64) in calls  # the upsampler ran with the loop its steps name
 
 
 def test_bench_released_times_both_settings_on_the_same_models():
@@ -57,7 +65,8 @@ def test_bench_released_times_both_settings_on_the_same_models():
     official, fast = r["rows"]
     assert (official["setting"], official["precision"], official["layout"]) == ("official", "fp32", "contiguous")
     assert fast["layout"] == "channels_last" and fast["base_steps"] == "ddim2 ddim"
-    assert official["base_steps"] == "2 ancestral" and official["upsample_steps"] == fast["upsample_steps"] == "2 ancestral"
+    assert official["base_steps"] == "2 ancestral" and official["upsample_steps"] == "2 ancestral"
+    assert fast["upsample_steps"] == "ddim2 ddim"
     for key in ("base_forward_s", "upsample_forward_s", "image_s"):
         assert official[key] > 0 and fast[key] > 0
         assert r["ratio"][key] == pytest.approx(official[key] / fast[key])
@@ -65,9 +74,9 @@ def test_bench_released_times_both_settings_on_the_same_models():
 
 def test_cli_bench_released_prints_per_forward_and_per_image_times_and_ratio(capsys):
     assert main(["bench", "released", "--scale", "tiny", "--base-steps", "2", "--fast-base-steps", "ddim2",
-                 "--upsample-steps", "2", "--repeats", "1", "--device", "cpu"]) == 0
+                 "--upsample-steps", "2", "--fast-upsample-steps", "ddim2", "--repeats", "1", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "TINY stand-ins" in out and "batch 1" in out
     assert re.search(r"^official\s+fp32\s+contiguous\s+no\s+2 ancestral\s+2 ancestral(\s+[\d.]+){3}$", out, re.MULTILINE)
-    assert re.search(r"^fast\s+(bf16|fp32)\s+channels_last\s+no\s+ddim2 ddim\s+2 ancestral(\s+[\d.]+){3}$", out, re.MULTILINE)
+    assert re.search(r"^fast\s+(bf16|fp32)\s+channels_last\s+no\s+ddim2 ddim\s+ddim2 ddim(\s+[\d.]+){3}$", out, re.MULTILINE)
     assert re.search(r"^official / fast \(speed-up\)(\s+[\d.]+){3}$", out, re.MULTILINE)

@@ -19,6 +19,7 @@ from .schedule import get_named_beta_schedule, space_timesteps
 
 VAR_TYPES = ("fixed_small", "fixed_large", "learned_range")
 LOSS_TYPES = ("mse", "hybrid")
+MEAN_TYPES = ("eps", "v")
 
 
 def normal_kl(mean1, logvar1, mean2, logvar2) -> torch.Tensor:
@@ -59,10 +60,15 @@ class GaussianDiffusion:
         model_var_type: fixed_small (beta-tilde), fixed_large (beta) or learned_range (IDDPM Eq. 15).
         loss_type: mse (L_simple, DDPM Eq. 14) or hybrid (L_simple + L_vlb, IDDPM Eq. 16).
         use_timesteps: the original timesteps this chain keeps (None: all of them).
+        model_mean_type: what the network predicts: eps (DDPM, GLIDE) or v = sqrt(abar) eps - sqrt(1 - abar) x_0
+            (Salimans & Ho 2022), which is about x_0 at high noise and about eps at low noise.
     """
 
     def __init__(self, betas: np.ndarray, model_var_type: str = "fixed_small", loss_type: str = "mse",
-                 use_timesteps: list[int] | None = None):
+                 use_timesteps: list[int] | None = None, model_mean_type: str = "eps"):
+        if model_mean_type not in MEAN_TYPES:
+            raise ValueError(f"unknown model_mean_type {model_mean_type!r}; choose one of: {', '.join(MEAN_TYPES)}")
+        self.model_mean_type = model_mean_type
         if model_var_type not in VAR_TYPES:
             raise ValueError(f"unknown model_var_type {model_var_type!r}; choose one of: {', '.join(VAR_TYPES)}")
         if loss_type not in LOSS_TYPES:
@@ -109,7 +115,8 @@ class GaussianDiffusion:
         """Build from a DiffusionConfig; `respacing` is a space_timesteps spec (None: the full chain)."""
         betas = get_named_beta_schedule(cfg.noise_schedule, cfg.num_timesteps)
         keep = None if respacing in (None, "") else space_timesteps(cfg.num_timesteps, respacing)
-        return cls(betas, cfg.model_var_type, cfg.loss_type, use_timesteps=keep)
+        return cls(betas, cfg.model_var_type, cfg.loss_type, use_timesteps=keep,
+                   model_mean_type=getattr(cfg, "model_mean_type", "eps"))
 
     # -- helpers -----------------------------------------------------------------------------------
     def _extract(self, name: str, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -174,22 +181,27 @@ class GaussianDiffusion:
         if self.model_var_type == "learned_range":
             if model_output.shape[1] != 2 * channels:
                 raise ValueError(f"learned_range needs a model output of {2 * channels} channels "
-                                 f"(eps and v), got {model_output.shape[1]}")
-            eps, v = model_output.split(channels, dim=1)
-            # IDDPM Eq. (15): interpolate between log beta-tilde (v=-1) and log beta (v=+1) in log space.
+                                 f"({self.model_mean_type} and the variance values), got {model_output.shape[1]}")
+            prediction, var_values = model_output.split(channels, dim=1)
+            # IDDPM Eq. (15): interpolate between log beta-tilde (-1) and log beta (+1) in log space.
             min_log = self._extract("posterior_log_variance_clipped", t, x)
             max_log = self._extract("betas_log", t, x)
-            frac = (v + 1) / 2
+            frac = (var_values + 1) / 2
             log_variance = frac * max_log + (1 - frac) * min_log
             variance = torch.exp(log_variance)
         else:
-            eps = model_output
-            if eps.shape[1] != channels:
-                raise ValueError(f"{self.model_var_type} needs a model output of {channels} channels, got {eps.shape[1]}")
+            prediction = model_output
+            if prediction.shape[1] != channels:
+                raise ValueError(f"{self.model_var_type} needs a model output of {channels} channels, got {prediction.shape[1]}")
             name = "posterior" if self.model_var_type == "fixed_small" else "large"
             variance = self._extract(f"{name}_variance_table", t, x).expand_as(x)
             log_variance = self._extract(f"{name}_log_variance_table", t, x).expand_as(x)
-        pred_xstart = self.predict_xstart_from_eps(x, t, eps)
+        if self.model_mean_type == "v":  # x_t = a x_0 + s eps and v = a eps - s x_0, so:
+            a, s = self._extract("sqrt_alphas_cumprod", t, x), self._extract("sqrt_one_minus_alphas_cumprod", t, x)
+            pred_xstart, eps = a * x - s * prediction, s * x + a * prediction
+        else:
+            eps = prediction
+            pred_xstart = self.predict_xstart_from_eps(x, t, eps)
         if denoised_fn is not None:
             pred_xstart = denoised_fn(pred_xstart)
         if clip_denoised:
@@ -249,7 +261,7 @@ class GaussianDiffusion:
                         noise: torch.Tensor | None = None, model_kwargs: dict | None = None) -> dict:
         """Per-example losses [N]: 'loss', 'mse' and (hybrid) 'vb'.
 
-        mse is L_simple = ||eps - eps_theta(x_t, t)||^2 (DDPM Eq. 14). hybrid adds L_vlb with the mean
+        mse is L_simple = ||eps - eps_theta(x_t, t)||^2 (DDPM Eq. 14), or ||v - v_theta||^2 for v-prediction. hybrid adds L_vlb with the mean
         detached, so the VLB only trains the variance, weighted by T/1000 (IDDPM Eq. 16 and Sec. 3.1).
         """
         if noise is None:
@@ -257,10 +269,14 @@ class GaussianDiffusion:
         x_t = self.q_sample(x_start, t, noise)
         model_output = model_fn(x_t, self.model_timesteps(t), **(model_kwargs or {}))
         channels = x_start.shape[1]
-        eps = model_output[:, :channels]
-        terms = {"mse": mean_flat((noise - eps.float()) ** 2)}
+        prediction = model_output[:, :channels]
+        target = noise
+        if self.model_mean_type == "v":
+            target = (self._extract("sqrt_alphas_cumprod", t, x_start) * noise
+                      - self._extract("sqrt_one_minus_alphas_cumprod", t, x_start) * x_start)
+        terms = {"mse": mean_flat((target - prediction.float()) ** 2)}
         if self.loss_type == "hybrid":
-            frozen = torch.cat([eps.detach(), model_output[:, channels:]], dim=1).float()
+            frozen = torch.cat([prediction.detach(), model_output[:, channels:]], dim=1).float()
             out = self.p_mean_variance_from_output(frozen, x_t.float(), t, clip_denoised=False)
             terms["vb"] = self._vb_terms_bpd(out, x_start.float(), x_t.float(), t) * (self.num_timesteps / 1000.0)
             terms["loss"] = terms["mse"] + terms["vb"]

@@ -44,11 +44,13 @@ class NoisedClassifier(nn.Module):
         ch = cfg.model_channels
         emb_dim = 4 * ch
         self.time_embed = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-        res = lambda c_in, c_out=None, **kw: ResBlock(c_in, emb_dim, cfg.dropout, c_out, cfg.use_scale_shift_norm, **kw)
-        self.input_blocks, channels = encoder_blocks(cfg, res, lambda c: AttentionBlock(c, cfg.num_head_channels))
+        res = lambda c_in, c_out=None, **kw: ResBlock(c_in, emb_dim, cfg.dropout, c_out, cfg.use_scale_shift_norm,
+                                                      norm_groups=cfg.norm_groups, **kw)
+        attn = lambda c: AttentionBlock(c, cfg.num_head_channels, norm_groups=cfg.norm_groups)
+        self.input_blocks, channels = encoder_blocks(cfg, res, attn)
         ch, size = channels[-1], cfg.image_size // 2 ** (len(cfg.channel_mult) - 1)
-        self.middle_block = EmbedSequential([res(ch), AttentionBlock(ch, cfg.num_head_channels), res(ch)])
-        self.out = nn.Sequential(normalization(ch), nn.SiLU(),
+        self.middle_block = EmbedSequential([res(ch), attn(ch), res(ch)])
+        self.out = nn.Sequential(normalization(ch, cfg.norm_groups), nn.SiLU(),
                                  AttentionPool2d(size, ch, cfg.num_head_channels, cfg.out_channels))
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:

@@ -35,9 +35,9 @@ class GroupNorm32(nn.GroupNorm):
         return F.group_norm(x.float(), self.num_groups, weight, bias, self.eps).to(x.dtype)
 
 
-def normalization(channels: int) -> nn.Module:
-    """GroupNorm with 32 groups as in ADM, or the largest group count dividing `channels` (e.g. 16 for 48)."""
-    return GroupNorm32(math.gcd(32, channels), channels)
+def normalization(channels: int, groups: int = 32) -> nn.Module:
+    """GroupNorm with `groups` groups (ADM: 32), or the largest count dividing `channels` (e.g. 16 for 48 and 32)."""
+    return GroupNorm32(math.gcd(groups, channels), channels)
 
 
 def zero_module(module: nn.Module) -> nn.Module:
@@ -78,11 +78,12 @@ class ResBlock(nn.Module):
     """
 
     def __init__(self, channels: int, emb_channels: int, dropout: float = 0.0, out_channels: int | None = None,
-                 use_scale_shift_norm: bool = True, up: bool = False, down: bool = False):
+                 use_scale_shift_norm: bool = True, up: bool = False, down: bool = False, norm_groups: int = 32):
         super().__init__()
         out_channels = out_channels or channels
         self.use_scale_shift_norm = use_scale_shift_norm
-        self.in_layers = nn.Sequential(normalization(channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1))
+        self.in_layers = nn.Sequential(normalization(channels, norm_groups), nn.SiLU(),
+                                       nn.Conv2d(channels, out_channels, 3, padding=1))
         self.updown = up or down
         if up:
             self.h_upd = self.x_upd = nn.Upsample(scale_factor=2, mode="nearest")
@@ -91,7 +92,7 @@ class ResBlock(nn.Module):
         else:
             self.h_upd = self.x_upd = nn.Identity()
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, 2 * out_channels if use_scale_shift_norm else out_channels))
-        self.out_layers = nn.Sequential(normalization(out_channels), nn.SiLU(), nn.Dropout(dropout),
+        self.out_layers = nn.Sequential(normalization(out_channels, norm_groups), nn.SiLU(), nn.Dropout(dropout),
                                         zero_module(nn.Conv2d(out_channels, out_channels, 3, padding=1)))
         self.skip_connection = nn.Identity() if out_channels == channels else nn.Conv2d(channels, out_channels, 1)
 
@@ -121,12 +122,13 @@ class AttentionBlock(nn.Module):
     x: [N, C, H, W]; context: [N, C_ctx, L] or None -> [N, C, H, W].
     """
 
-    def __init__(self, channels: int, num_head_channels: int = 64, context_channels: int | None = None):
+    def __init__(self, channels: int, num_head_channels: int = 64, context_channels: int | None = None,
+                 norm_groups: int = 32):
         super().__init__()
         if channels % num_head_channels:
             raise ValueError(f"attention width {channels} is not divisible by num_head_channels {num_head_channels}")
         self.num_heads = channels // num_head_channels
-        self.norm = normalization(channels)
+        self.norm = normalization(channels, norm_groups)
         self.qkv = nn.Conv1d(channels, 3 * channels, 1)
         self.encoder_kv = nn.Conv1d(context_channels, 2 * channels, 1) if context_channels else None
         self.proj_out = zero_module(nn.Conv1d(channels, channels, 1))

@@ -122,10 +122,10 @@ class UNet(nn.Module):
             context_channels = cfg.text_width
 
         def res(c_in: int, c_out: int | None = None, **kw) -> ResBlock:
-            return ResBlock(c_in, emb_dim, cfg.dropout, c_out, cfg.use_scale_shift_norm, **kw)
+            return ResBlock(c_in, emb_dim, cfg.dropout, c_out, cfg.use_scale_shift_norm, norm_groups=cfg.norm_groups, **kw)
 
         def attn(c: int) -> AttentionBlock:
-            return AttentionBlock(c, cfg.num_head_channels, context_channels)
+            return AttentionBlock(c, cfg.num_head_channels, context_channels, cfg.norm_groups)
 
         self.input_blocks, skip_channels = encoder_blocks(cfg, res, attn)
         ch, size = skip_channels[-1], cfg.image_size // 2 ** (len(cfg.channel_mult) - 1)
@@ -145,7 +145,8 @@ class UNet(nn.Module):
                 self.output_blocks.append(EmbedSequential(layers))
 
         out_channels = cfg.out_channels * (2 if cfg.learn_sigma else 1)
-        self.out = nn.Sequential(normalization(ch), nn.SiLU(), zero_module(nn.Conv2d(ch, out_channels, 3, padding=1)))
+        self.out = nn.Sequential(normalization(ch, cfg.norm_groups), nn.SiLU(),
+                                 zero_module(nn.Conv2d(ch, out_channels, 3, padding=1)))
 
     def embed(self, timesteps: torch.Tensor, labels: torch.Tensor | None = None,
               aug_level: torch.Tensor | None = None) -> torch.Tensor:
