@@ -4,7 +4,7 @@
 # base and upsampler (random weights) forward + backward in bf16; the released-size cascade with CFG at
 # batch 4: the official 100 + 27 steps in fp32 and our fast settings, side by side; the trainer under
 # torchrun on one GPU with DDP and with FSDP (+ checkpointing and accumulation), each resumed; the shipped
-# pipelines; 100 training steps of the chapter 2-3 GPU configs.
+# pipelines (chapters 1-7); 100 training steps of the chapter 2-3 GPU configs.
 # Every part runs on its own: a failure is recorded (its log's last lines are shown) and the next part
 # runs. The summary table at the end lists each part's status, seconds and one-line result; the exit
 # status is 1 if any part failed. Logs: $LOG_DIR (default /tmp/gm-smoke).
@@ -69,6 +69,7 @@ part "FSDP, 1 GPU (NCCL), ckpt + accum 2: 100 + resume to 120" \
   train_and_resume /tmp/gm-fsdp 100 120 --config tutorial-ddpm-gpu --set train.parallel=fsdp \
   --set train.activation_checkpointing=true --set train.grad_accum_steps=2
 part "shipped pipelines (chapters 1-3)" "$PY" scripts/gpu_smoke_parts.py pipelines
+part "shipped pipelines (chapters 4-7)" "$PY" scripts/gpu_smoke_parts.py text-pipelines
 for cfg in tutorial-digits-gpu tutorial-digits-classifier-gpu; do
   rm -rf "/tmp/gm-$cfg"
   part "$cfg: 100 training steps" "$PY" -m glide_minimal.cli train --config "$cfg" --out "/tmp/gm-$cfg" \
