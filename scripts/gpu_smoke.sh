@@ -59,6 +59,7 @@ done
 part "glide-paper-base: memory on 64 GPUs" "$PY" -m glide_minimal.cli info --config glide-paper-base --gpus 64
 part "released base: bf16 fwd+bwd, batch 4" "$PY" scripts/gpu_smoke_parts.py fwd-bwd glide-filtered-base 4
 part "released upsampler: bf16 fwd+bwd, batch 4" "$PY" scripts/gpu_smoke_parts.py fwd-bwd glide-filtered-upsample 4
+part "released forwards: fp32/bf16 x layout, batch 4" "$PY" scripts/gpu_smoke_parts.py forward-grid 4
 part "released cascade 100+27, CFG, batch 4" "$PY" scripts/gpu_smoke_parts.py cascade 4
 if [ -n "${SMOKE_COMPILE:-}" ]; then
   part "released cascade, torch.compile" "$PY" scripts/gpu_smoke_parts.py cascade 4 --compile

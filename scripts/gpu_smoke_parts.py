@@ -3,7 +3,7 @@
 Every part runs inside its own try block: a failure prints its traceback and a `RESULT: FAILED ...` line
 and exits 1, so the shell script records it and goes on with the next part. A part that works prints
 `RESULT: <one line>` for the summary table.
-Usage: python scripts/gpu_smoke_parts.py env | fwd-bwd CONFIG BATCH | cascade BATCH [--compile] | pipelines | text-pipelines
+Usage: python scripts/gpu_smoke_parts.py env | fwd-bwd CONFIG BATCH | forward-grid BATCH | cascade BATCH [--compile] | pipelines | text-pipelines
 SMOKE_DEVICE=cpu runs fwd-bwd and text-pipelines on the CPU (to check this script without a GPU, on a small config file).
 """
 from __future__ import annotations
@@ -78,6 +78,36 @@ def cascade(batch: str, *flags: str) -> str:
             f"x{r['ratio']['image_s']:.1f}")
 
 
+def forward_grid(batch: str) -> str:
+    """Which of the fast settings pays where: released-size base (CFG batch 2N) and upsampler (batch N) forwards
+    in fp32 / bf16 autocast x contiguous / channels_last (random weights, best of 5 after a warm-up)."""
+    from glide_minimal.bench import best_of, released_configs
+    from glide_minimal.models import build_model, example_inputs
+    from glide_minimal.speed import Settings, prepare
+
+    n, device = int(batch), torch.device(os.environ.get("SMOKE_DEVICE", "cuda"))
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    times = {}
+    for cfg, size in zip(released_configs(os.environ.get("SMOKE_SCALE", "full")), (2 * n, n)):
+        torch.manual_seed(0)
+        model = build_model(cfg).to(device).eval()
+        x, t, kwargs = example_inputs(cfg, size, device)
+        x, t = torch.randn_like(x), torch.full_like(t, 500)
+        kwargs = {k: torch.randn_like(v) if k == "low_res" else v for k, v in kwargs.items()}
+        for dtype in (None, torch.bfloat16):
+            for channels_last in (False, True):
+                model.to(memory_format=torch.contiguous_format)
+                fn = prepare(model, Settings("grid", dtype, channels_last=channels_last))
+                run = torch.no_grad()(lambda: (fn(x, t, **kwargs), sync()))
+                run()
+                key = (cfg.name, "bf16" if dtype else "fp32", "channels_last" if channels_last else "contiguous")
+                times[key] = best_of(run, 5)
+                print(f"{key[0]:<26} batch {size:<3} {key[1]:<5} {key[2]:<14} {times[key] * 1e3:8.1f} ms")
+        del model
+    best = {name: min((v, k[1:]) for k, v in times.items() if k[0] == name) for name in {k[0] for k in times}}
+    return "; ".join(f"{name.split('-')[-1]} fastest {'+'.join(k)} {v * 1e3:.0f} ms" for name, (v, k) in sorted(best.items()))
+
+
 def pipelines() -> str:
     """The shipped chapter 1-3 pipelines on the GPU: unconditional, CFG and classifier guidance."""
     import glide_minimal as gm
@@ -129,7 +159,7 @@ def text_pipelines() -> str:
     return f"cascade {len(prompts)} images {cascade_s:.1f} s; inpaint kept-region change {kept:.1e}"
 
 
-PARTS = {"env": env, "fwd-bwd": fwd_bwd, "cascade": cascade, "pipelines": pipelines, "text-pipelines": text_pipelines}
+PARTS = {"env": env, "fwd-bwd": fwd_bwd, "forward-grid": forward_grid, "cascade": cascade, "pipelines": pipelines, "text-pipelines": text_pipelines}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in PARTS:

@@ -116,7 +116,7 @@ class GaussianDiffusion:
         betas = get_named_beta_schedule(cfg.noise_schedule, cfg.num_timesteps)
         keep = None if respacing in (None, "") else space_timesteps(cfg.num_timesteps, respacing)
         return cls(betas, cfg.model_var_type, cfg.loss_type, use_timesteps=keep,
-                   model_mean_type=getattr(cfg, "model_mean_type", "eps"))
+                   model_mean_type=cfg.model_mean_type)
 
     # -- helpers -----------------------------------------------------------------------------------
     def _extract(self, name: str, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
