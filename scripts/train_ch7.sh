@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce the shipped checkpoints of chapter 7: the inpainting base model and the inpainting upsampler,
 # fine-tuned (train.init_from) from the shipped tutorial-text and tutorial-text-upsample with the new input
-# channels starting at zero; 1000 steps each, 11 and 6 min on 2 cores (measured). Run scripts/train_ch4.sh and
+# channels starting at zero; 4000 and 1000 steps, 50 and 6 min on 2 cores (measured; the MANIFEST records each). Run scripts/train_ch4.sh and
 # scripts/train_ch6.sh first: the MANIFEST record names the checkpoint each one started from (and its sha256).
 set -euo pipefail
 cd "$(dirname "$0")/.."
