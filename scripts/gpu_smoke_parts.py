@@ -98,8 +98,9 @@ def forward_grid(batch: str) -> str:
             for channels_last in (False, True):
                 model.to(memory_format=torch.contiguous_format)
                 fn = prepare(model, Settings("grid", dtype, channels_last=channels_last))
-                run = torch.no_grad()(lambda: (fn(x, t, **kwargs), sync()))
-                run()
+                run = torch.no_grad()(lambda: fn(x, t, **kwargs))
+                run()  # warm-up; best_of waits for the GPU after each timed call
+                sync()
                 key = (cfg.name, "bf16" if dtype else "fp32", "channels_last" if channels_last else "contiguous")
                 times[key] = best_of(run, 5)
                 print(f"{key[0]:<26} batch {size:<3} {key[1]:<5} {key[2]:<14} {times[key] * 1e3:8.1f} ms")
