@@ -133,6 +133,18 @@ def test_upsampler_runs_glides_fast27_from_noise_scaled_by_the_temperature(text,
     assert calls[0][1]["aug_level"].tolist() == [5]  # the config's data.low_res_aug_sample
 
 
+def test_the_cascade_samples_its_upsampler_with_ddim_like_the_release(text, monkeypatch):
+    """glide-text2im's text2im notebook runs diffusion_up.ddim_sample_loop over fast27 (eta 0)."""
+    import glide_minimal.pipeline as pipeline
+
+    used = []
+    for name in ("ddim_sample_loop", "p_sample_loop"):
+        original = getattr(pipeline, name)
+        monkeypatch.setattr(pipeline, name, lambda *a, _n=name, _o=original, **k: used.append(_n) or _o(*a, **k))
+    text(PROMPT, upsample=True, steps=2, upsample_steps="3", seed=0)
+    assert used == ["p_sample_loop", "ddim_sample_loop"]  # base: ancestral (its default); upsampler: DDIM
+
+
 def test_aug_level_noises_the_low_res_input_and_is_passed_to_the_model(text, monkeypatch):
     up, seen = text.upsampler, []
     monkeypatch.setattr(up, "model_fn", lambda x_t, t, **kw: seen.append(kw) or up.model(x_t, t, **kw))

@@ -264,3 +264,18 @@ def test_one_clip_encoder_alone_cannot_be_trained(tmp_path):
 
     with pytest.raises(ValueError, match="clip.part 'image' builds one CLIP encoder alone"):
         Trainer(tiny_clip_config("image"), tmp_path, device="cpu", progress=False)
+
+
+@pytest.mark.parametrize("scale", [1.0, 3.0])
+def test_clip_guidance_at_scale_s_is_the_releases_gradient_at_scale_s(scale):
+    """clip_cond_fn folds the CLIP's logit scale (100 for the release) into the gradient, as
+    glide-text2im's CLIPModel.cond_fn does, so guidance_scale means the same number in both."""
+    from glide_minimal.diffusion.guidance import clip_cond_fn
+
+    model = build_model(tiny_clip_config()).eval()
+    model.load_state_dict(convert_clip(fixture_weights("clip-image"), fixture_weights("clip-text")))
+    io = load_file(TINY / "clip.io.safetensors")
+    mask = torch.arange(io["text"].shape[1])[None] < io["text_len"][:, None]
+    grad = clip_cond_fn(model, io["text"], mask, guidance_scale=scale)(io["images"], io["timesteps"])
+    expected = scale * io["cond_grad"]
+    assert (grad - expected).abs().max() < TOLERANCE * expected.abs().max()

@@ -142,3 +142,50 @@ def test_exact_eps_sampler_visits_the_forward_marginals(sampler):
         samples = traj.x_t[frame]
         assert samples.mean().item() == pytest.approx(np.sqrt(abar[s]) * c, abs=0.05)
         assert samples.std().item() == pytest.approx(np.sqrt(1 - abar[s]), rel=0.05)
+
+
+def strong_tanh_model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """A stand-in whose predicted x_0 often leaves [-1, 1], so clip_denoised really clips."""
+    return 3.0 * torch.tanh(2.0 * x) - 0.02 * t.to(x.dtype).reshape(-1, 1, 1, 1)
+
+
+@pytest.mark.parametrize("sampler", ["ancestral", "ddim"])
+@pytest.mark.parametrize("clip_denoised", [True, False])
+def test_a_zero_gradient_guide_is_a_no_op(sampler, clip_denoised):
+    """guidance at scale 0 must leave the run unchanged: the DDIM score shift has to start from the eps
+    that the (clipped) x_0 implies, not from the raw model eps (guided-diffusion, GLIDE)."""
+    d = diffusion("10")
+    zero = lambda x, t, **_: torch.zeros_like(x)
+    plain = SAMPLERS[sampler](d, strong_tanh_model, SHAPE, generator=gen(3), clip_denoised=clip_denoised)
+    guided = SAMPLERS[sampler](d, strong_tanh_model, SHAPE, generator=gen(3), clip_denoised=clip_denoised,
+                               cond_fn=zero)
+    assert (guided - plain).abs().max() < 1e-6 * max(1.0, plain.abs().max().item())  # float rounding only
+
+
+def test_ddim_guidance_shifts_the_clipped_eps():
+    """condition_score: eps' = eps(x_t, clipped x_0) - sqrt(1 - abar) grad; checked against the formula."""
+    d = diffusion("10")
+    x, t = torch.randn(SHAPE, generator=gen(1)) * 3, torch.full((SHAPE[0],), 7, dtype=torch.long)
+    out = d.p_mean_variance(strong_tanh_model, x, t, clip_denoised=True)
+    shifted = d.condition_score(lambda y, s, **_: torch.full_like(y, 0.5), out, x, t)
+    abar = torch.tensor(d.alphas_cumprod[7], dtype=x.dtype)
+    eps_clipped = (x - abar.sqrt() * out["pred_xstart"]) / (1 - abar).sqrt()
+    assert (shifted["eps"] - (eps_clipped - (1 - abar).sqrt() * 0.5)).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("sampler", ["ancestral", "ddim"])
+@pytest.mark.parametrize("respacing", ["1", "ddim1"])
+def test_one_step_chains_sample(sampler, respacing):
+    """One step from x_T: the model's x_0 at once (the posterior mean at t = 0 is x_0 itself)."""
+    d = diffusion(respacing)
+    assert d.num_timesteps == 1
+    c = 0.25
+    out = SAMPLERS[sampler](d, exact_eps_model(c), SHAPE, generator=gen(0))
+    assert torch.isfinite(out).all() and (out - c).abs().max() < 1e-4
+
+
+def test_a_one_step_diffusion_builds_and_samples():
+    d = GaussianDiffusion(get_named_beta_schedule("squaredcos_cap_v2", 1))
+    assert np.isfinite(d.posterior_log_variance_clipped).all() and np.isfinite(d.large_log_variance_table).all()
+    out = p_sample_loop(d, toy_model, SHAPE, generator=gen(0))
+    assert out.shape == SHAPE and torch.isfinite(out).all()

@@ -45,13 +45,13 @@ def test_channels_last_fp32_gives_the_same_output():
     assert (bf16 - reference).abs().max() < 0.1 * reference.abs().max()  # bf16: close, not equal
 
 
-@pytest.mark.parametrize("upsample_steps, loop", [("2", "p_sample_loop"), ("ddim2", "ddim_sample_loop")])
-def test_cascade_returns_upsampled_images_with_either_upsampler_sampler(upsample_steps, loop, monkeypatch):
+@pytest.mark.parametrize("upsample_sampler, loop", [("ancestral", "p_sample_loop"), ("ddim", "ddim_sample_loop")])
+def test_cascade_returns_upsampled_images_with_either_upsampler_sampler(upsample_sampler, loop, monkeypatch):
     import glide_minimal.speed as speed
 
     base_cfg, up_cfg, base, upsampler = tiny_models()
     cond, uncond = caption_inputs(base_cfg, 2, torch.device("cpu"))
-    settings = Settings("few", base_steps="ddim2", upsample_steps=upsample_steps)
+    settings = Settings("few", base_steps="ddim2", upsample_steps="2", upsample_sampler=upsample_sampler)
     calls = []
     original = getattr(speed, loop)
     monkeypatch.setattr(speed, loop, lambda *a, **k: calls.append(a[2]) or original(*a, **k))
@@ -65,7 +65,7 @@ def test_bench_released_times_both_settings_on_the_same_models():
     official, fast = r["rows"]
     assert (official["setting"], official["precision"], official["layout"]) == ("official", "fp32", "contiguous")
     assert fast["layout"] == "channels_last" and fast["base_steps"] == "ddim2 ddim"
-    assert official["base_steps"] == "2 ancestral" and official["upsample_steps"] == "2 ancestral"
+    assert official["base_steps"] == "2 ancestral" and official["upsample_steps"] == "2 ddim"  # the release: DDIM
     assert fast["upsample_steps"] == "ddim2 ddim"
     for key in ("base_forward_s", "upsample_forward_s", "image_s"):
         assert official[key] > 0 and fast[key] > 0
@@ -77,6 +77,25 @@ def test_cli_bench_released_prints_per_forward_and_per_image_times_and_ratio(cap
                  "--upsample-steps", "2", "--fast-upsample-steps", "ddim2", "--repeats", "1", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "TINY stand-ins" in out and "batch 1" in out
-    assert re.search(r"^official\s+fp32\s+contiguous\s+no\s+2 ancestral\s+2 ancestral(\s+[\d.]+){3}$", out, re.MULTILINE)
+    assert re.search(r"^official\s+fp32\s+contiguous\s+no\s+2 ancestral\s+2 ddim(\s+[\d.]+){3}$", out, re.MULTILINE)
     assert re.search(r"^fast\s+(bf16|fp32)\s+channels_last\s+no\s+ddim2 ddim\s+ddim2 ddim(\s+[\d.]+){3}$", out, re.MULTILINE)
     assert re.search(r"^official / fast \(speed-up\)(\s+[\d.]+){3}$", out, re.MULTILINE)
+
+
+def test_cascade_scales_only_the_upsamplers_starting_noise_by_the_temperature(monkeypatch):
+    """One meaning of the 0.997 temperature, as in the release and UpsamplePipeline: x_T * 0.997."""
+    import glide_minimal.speed as speed
+
+    base_cfg, up_cfg, base, upsampler = tiny_models()
+    cond, uncond = caption_inputs(base_cfg, 2, torch.device("cpu"))
+    seen = {}
+    original = speed.ddim_sample_loop
+    def spy(diffusion, fn, shape, **kw):
+        if shape[-1] == up_cfg.model.image_size:
+            seen.update(kw)
+        return original(diffusion, fn, shape, **kw)
+    monkeypatch.setattr(speed, "ddim_sample_loop", spy)
+    settings = Settings("few", base_steps="ddim2", upsample_steps="2")
+    cascade(prepare(base, settings), prepare(upsampler, settings), base_cfg, up_cfg, settings, cond, uncond, seed=5)
+    assert "temperature" not in seen and seen["noise"] is not None
+    assert 0.9 < seen["noise"].std().item() / 0.997 < 1.1

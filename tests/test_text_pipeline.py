@@ -82,7 +82,8 @@ def test_clip_cond_fn_is_the_gradient_of_the_similarity():
     grad = clip_cond_fn(clip, tokens, mask, guidance_scale=2.0)(x, t)
     # Finite difference along a random direction: d/de s * sum_i f(x + e v, t) . g(c_i) = <grad, v>.
     v = torch.randn_like(x)
-    sim = lambda y: 2.0 * (clip.embed_image(y, t) * clip.embed_text(tokens, mask)).sum().double()
+    scale = clip.similarity_scale()  # the CLIP's logit scale e^tau is part of the guided quantity
+    sim = lambda y: 2.0 * scale * (clip.embed_image(y, t) * clip.embed_text(tokens, mask)).sum().double()
     eps = 1e-3
     numeric = (sim(x + eps * v) - sim(x - eps * v)) / (2 * eps)
     assert abs(numeric.item() - (grad * v).sum().item()) < 2e-2 * max(1.0, abs(numeric.item()))

@@ -104,8 +104,10 @@ class GaussianDiffusion:
         self.sqrt_recipm1_alphas_cumprod = np.sqrt(1.0 / self.alphas_cumprod - 1.0)
         # DDPM Eq. (7): the posterior q(x_{t-1} | x_t, x_0) = N(mu-tilde, beta-tilde).
         self.posterior_variance = betas * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
-        # beta-tilde_0 = 0: clip the log at t=0 to beta-tilde_1 so it stays finite.
-        self.posterior_log_variance_clipped = np.log(np.append(self.posterior_variance[1], self.posterior_variance[1:]))
+        # beta-tilde_0 = 0: clip the log at t=0 to beta-tilde_1 so it stays finite. A one-step chain has no
+        # beta-tilde_1; its only step adds no noise (the samplers skip it at t=0), so beta_0 stands in.
+        self._first_variance = self.posterior_variance[1] if len(betas) > 1 else betas[0]
+        self.posterior_log_variance_clipped = np.log(np.append(self._first_variance, self.posterior_variance[1:]))
         self.posterior_mean_coef1 = betas * np.sqrt(self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
         self.posterior_mean_coef2 = (1.0 - self.alphas_cumprod_prev) * np.sqrt(alphas) / (1.0 - self.alphas_cumprod)
         self._tables: dict[tuple, torch.Tensor] = {}
@@ -225,7 +227,7 @@ class GaussianDiffusion:
     @property
     def large_variance_table(self) -> np.ndarray:
         # fixed_large: sigma_t^2 = beta_t, except beta-tilde_1 at t=0 for a better decoder (IDDPM Sec. 3.1).
-        return np.append(self.posterior_variance[1], self.betas[1:])
+        return np.append(self._first_variance, self.betas[1:])
 
     @property
     def large_log_variance_table(self) -> np.ndarray:
@@ -240,9 +242,14 @@ class GaussianDiffusion:
 
     def condition_score(self, cond_fn: Callable, out: dict, x: torch.Tensor, t: torch.Tensor,
                         model_kwargs: dict | None = None) -> dict:
-        """Shift the score: eps' = eps - sqrt(1 - abar_t) grad log p(y | x_t) (Dhariwal & Nichol 2021, Algorithm 2)."""
+        """Shift the score: eps' = eps - sqrt(1 - abar_t) grad log p(y | x_t) (Dhariwal & Nichol 2021, Algorithm 2).
+
+        eps is first re-derived from out["pred_xstart"], which clip_denoised and denoised_fn may have
+        changed: the shift starts from the eps the DDIM update would use, so a zero gradient is a no-op.
+        """
         grad = cond_fn(x, self.model_timesteps(t), **(model_kwargs or {}))
-        eps = out["eps"] - self._extract("sqrt_one_minus_alphas_cumprod", t, x) * grad.to(x.dtype)
+        eps = self.predict_eps_from_xstart(x, t, out["pred_xstart"])
+        eps = eps - self._extract("sqrt_one_minus_alphas_cumprod", t, x) * grad.to(x.dtype)
         pred_xstart = self.predict_xstart_from_eps(x, t, eps)
         mean, _, _ = self.q_posterior_mean_variance(pred_xstart, x, t)
         return {**out, "eps": eps, "pred_xstart": pred_xstart, "mean": mean}

@@ -5,8 +5,8 @@
   eps = eps_u + s (eps_c - eps_u), and the conditional half's variance is kept.
 - Classifier guidance (Dhariwal & Nichol 2021): a cond_fn returning s * grad_x log p(y | x_t, t) of a
   noised classifier; the sampler adds it to the mean (ancestral) or the score (DDIM).
-- CLIP guidance (GLIDE section 2.4): a cond_fn returning s * grad_x (f(x_t, t) . g(c)), the gradient of
-  a noised CLIP's cosine similarity between the noised image and the caption.
+- CLIP guidance (GLIDE section 2.4): a cond_fn returning s * grad_x (e^tau f(x_t, t) . g(c)), the gradient
+  of a noised CLIP's logit (its scaled cosine similarity) between the noised image and the caption.
 - Inpainting (GLIDE section 4.3): a denoised_fn that puts the known pixels into every predicted x_0, for
   the inpainting models; and the replacement baseline for a plain model, a model_fn wrapper that shows
   the model the known region noised to the current step, q_sample(image, t): the training-free approach of
@@ -57,19 +57,23 @@ def classifier_cond_fn(classifier: Callable, labels: torch.Tensor, guidance_scal
 
 
 def clip_cond_fn(clip: Callable, tokens: torch.Tensor, mask: torch.Tensor, guidance_scale: float) -> Callable:
-    """cond_fn(x_t, t) = s * grad_x (f(x_t, t) . g(c)) for a noised CLIP (the mean shift of GLIDE section 2.4).
+    """cond_fn(x_t, t) = s * grad_x (e^tau f(x_t, t) . g(c)) for a noised CLIP (the mean shift of GLIDE
+    section 2.4).
 
-    clip: has embed_image(x_t, t) and embed_text(tokens, mask), both unit vectors [N, D]. The caption
+    clip: has embed_image(x_t, t) and embed_text(tokens, mask), both unit vectors [N, D], and
+    similarity_scale() = e^tau, its learned logit scale. The gradient is of the CLIP's logit, not of the
+    bare cosine, as in glide-text2im's CLIPModel.cond_fn: guidance_scale s then means what it means there
+    (the released CLIP's e^tau is 100; a tutorial CLIP's is what its training learned). The caption
     embedding does not depend on x_t, so it is computed once.
     """
     with torch.no_grad():
-        text_emb = clip.embed_text(tokens, mask)
+        text_emb = clip.embed_text(tokens, mask) * clip.similarity_scale().float()
 
     def cond_fn(x_t: torch.Tensor, t: torch.Tensor, **_: object) -> torch.Tensor:
         with torch.enable_grad():
             x = x_t.detach().requires_grad_(True)
-            similarity = (clip.embed_image(x, t) * text_emb.to(x.device)).sum()
-            return guidance_scale * torch.autograd.grad(similarity, x)[0]
+            logits = (clip.embed_image(x, t) * text_emb.to(x.device)).sum()
+            return guidance_scale * torch.autograd.grad(logits, x)[0]
 
     return cond_fn
 

@@ -46,11 +46,12 @@ def _loop(step_fn: Callable, diffusion: GaussianDiffusion, shape: tuple, noise: 
 def p_sample_loop(diffusion: GaussianDiffusion, model_fn: Callable, shape: tuple, *, noise: torch.Tensor | None = None,
                   model_kwargs: dict | None = None, cond_fn: Callable | None = None,
                   denoised_fn: Callable | None = None, clip_denoised: bool = True,
-                  generator: torch.Generator | None = None, device=None, temperature: float = 1.0,
+                  generator: torch.Generator | None = None, device=None,
                   progress: bool = False, return_trajectory: bool = False):
     """Ancestral sampling from x_T ~ N(0, I) to x_0, shape [N, C, H, W].
 
-    temperature scales the noise added at each step (GLIDE's upsampler uses 0.997).
+    noise: x_T (default: drawn from the generator); GLIDE's upsampler passes N(0, I) * 0.997 here, a
+    temperature on the starting noise only.
     Returns x_0, or (x_0, Trajectory) with return_trajectory.
     """
 
@@ -62,7 +63,7 @@ def p_sample_loop(diffusion: GaussianDiffusion, model_fn: Callable, shape: tuple
                 mean = diffusion.condition_mean(cond_fn, out, x, t, model_kwargs)
         z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         nonzero = (t != 0).to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))  # no noise at the last step
-        return mean + nonzero * torch.exp(0.5 * out["log_variance"]) * z * temperature, out["pred_xstart"]
+        return mean + nonzero * torch.exp(0.5 * out["log_variance"]) * z, out["pred_xstart"]
 
     return _loop(step, diffusion, shape, noise, generator, device, progress, return_trajectory, "sampling")
 

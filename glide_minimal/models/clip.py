@@ -119,8 +119,13 @@ class NoisedCLIP(nn.Module):
     def embed_text(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.text_encoder(tokens, mask).float(), dim=-1)
 
+    def similarity_scale(self) -> torch.Tensor:
+        """exp(logit_scale), capped at 100 as in CLIP: the factor on the cosine similarity in the contrastive
+        logits and in CLIP guidance (the released CLIP's is exactly 100)."""
+        return self.logit_scale.exp().clamp(max=100)
+
     def forward(self, x_t, t, tokens, mask) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.embed_image(x_t, t), self.embed_text(tokens, mask), self.logit_scale.exp().clamp(max=100)
+        return self.embed_image(x_t, t), self.embed_text(tokens, mask), self.similarity_scale()
 
 
 def clip_loss_terms(model: nn.Module, x_t: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor,
