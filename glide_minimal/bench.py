@@ -15,10 +15,17 @@ import torch
 from .config import Config, load_config
 from .diffusion import GaussianDiffusion, ddim_sample_loop, p_sample_loop
 from .models import build_model, example_inputs
+from .pipeline import check_count, check_device, check_finite_range
+
+
+def bench_device(device: str | None) -> torch.device:
+    """The device to time on: `device` (checked), or cuda if available."""
+    return check_device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def best_of(fn, repeats: int = 1) -> float:
     """The fastest of `repeats` calls of fn, in seconds (waits for the GPU)."""
+    check_count("repeats", repeats)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -33,8 +40,9 @@ def best_of(fn, repeats: int = 1) -> float:
 def bench_sampler(config: str = "tutorial-ddpm", steps: int = 50, batch: int = 16, repeats: int = 3,
                   device: str | None = None) -> dict[str, float]:
     """Seconds for `steps` bare forwards vs the ancestral and DDIM loops over a `steps`-step chain."""
+    steps, batch, repeats = check_count("steps", steps), check_count("batch", batch), check_count("repeats", repeats)
+    device = bench_device(device)
     cfg = load_config(config)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(0)
     model = build_model(cfg).to(device).eval()
     diffusion = GaussianDiffusion.from_config(cfg.diffusion, str(steps))
@@ -59,6 +67,9 @@ def bench_train(config: str = "tutorial-ddpm", steps: int = 20, device: str | No
     """Training images/s over `steps` steps after two warm-up steps."""
     from .train import Trainer
 
+    steps = check_count("steps", steps)
+    if device is not None:
+        check_device(device)
     cfg = load_config(config)
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(cfg, out, device=device, progress=False)
@@ -80,6 +91,7 @@ def bench_guidance(pipeline: str = "tutorial-text", steps: int = 25, batch: int 
     """Seconds per sample of a shipped text pipeline: unguided, classifier-free (scale 3), CLIP (scale 3)."""
     from .pipeline import load_pipeline
 
+    steps, batch, repeats = check_count("steps", steps), check_count("batch", batch), check_count("repeats", repeats)
     pipe = load_pipeline(pipeline, device)
     prompts = ["a large red circle in the top left"] * batch
     res = {}
@@ -121,7 +133,9 @@ def bench_released(scale: str = "full", batch: int = 1, base_steps: str = "100",
     """
     from .speed import caption_inputs, cascade, fast_settings, official_settings, prepare
 
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    batch, repeats = check_count("batch", batch), check_count("repeats", repeats)
+    check_finite_range("guidance_scale", guidance_scale, 0)
+    device = bench_device(device)
     base_cfg, up_cfg = released_configs(scale)
     torch.manual_seed(0)
     base, upsampler = (build_model(c).to(device).eval() for c in (base_cfg, up_cfg))

@@ -3,9 +3,127 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 
 import torch
+
+# --out of `sample`: extension -> the format matplotlib's imsave writes (PIL for the bitmaps).
+IMAGE_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff", ".gif": "gif",
+                 ".webp": "webp", ".pdf": "pdf", ".svg": "svg", ".eps": "eps", ".ps": "ps"}
+
+
+def _webp_available() -> bool:
+    try:
+        from PIL import features
+
+        return bool(features.check("webp"))
+    except Exception:  # noqa: BLE001 - an old or odd PIL: leave webp out
+        return False
+
+
+if not _webp_available():
+    del IMAGE_FORMATS[".webp"]
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line on stderr: `glide-minimal sample: error: argument --nrow: ...`."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# -- argparse types: each checks one flag before any work, with the rule the Python API uses -----------------------
+def whole_number(minimum: int):
+    """A type for a whole-number flag >= minimum (counts: 1; labels, retries: 0)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"must be a whole number >= {minimum}, got {text!r}")
+        return value
+    return parse
+
+
+def finite_number(lo: float | None = None, hi: float | None = None):
+    """A type for a float flag: finite (no nan, no inf) and in [lo, hi]."""
+    from .pipeline import finite_range_rule
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = None  # not a number: finite_range_rule says what it must be
+        rule = finite_range_rule(value, lo, hi)
+        if rule:
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text!r}")
+        return value
+    return parse
+
+
+def seed_number(text: str) -> int:
+    from .pipeline import SEED_MAX, SEED_RULE
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"must be {SEED_RULE}, got {text!r}")
+    return value
+
+
+def device_name(text: str) -> str:
+    from .pipeline import check_device
+
+    try:
+        check_device(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def image_path(text: str) -> str:
+    """--out of `sample`: an image file that can be written, checked before the models load."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a folder; give an image file name, e.g. {path / 'samples.png'}")
+    ext = path.suffix.lower()
+    if ext not in IMAGE_FORMATS:
+        what = f"unknown image extension {path.suffix!r}" if ext else "no image extension"
+        raise argparse.ArgumentTypeError(f"{path.name}: {what}; use one of {', '.join(IMAGE_FORMATS)}")
+    folder = path.parent
+    if not folder.exists():
+        raise argparse.ArgumentTypeError(f"the folder {folder} does not exist (create it first)")
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"{folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot write to the folder {folder}")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise argparse.ArgumentTypeError(f"{path} exists and is not writable")
+    return text
+
+
+def save_grid(path: str, grid) -> None:
+    import matplotlib.pyplot as plt
+
+    plt.imsave(path, grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1,
+               format=IMAGE_FORMATS[Path(path).suffix.lower()])
+
+
+def error_message(e: BaseException) -> str:
+    """An expected error as one line: a KeyError's message unquoted, an OSError's reason and file."""
+    if isinstance(e, KeyError) and e.args:
+        text = str(e.args[0])
+    elif isinstance(e, OSError) and e.strerror:
+        files = [str(f) for f in (e.filename, e.filename2) if f is not None]
+        text = f"{e.strerror}: {' -> '.join(files)}" if files else e.strerror
+    else:
+        text = str(e) or type(e).__name__
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def _overrides(items: list[str]) -> dict:
@@ -26,7 +144,7 @@ def cmd_train(args) -> int:
     try:
         summary = trainer.run(args.max_steps)
     except TrainingDiverged as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"glide-minimal: error: {error_message(e)}", file=sys.stderr)
         return 3
     if trainer.rank == 0:
         print(json.dumps(summary))
@@ -60,10 +178,7 @@ def cmd_sample(args) -> int:
         if args.labels:
             raise ValueError(f"{args.pipeline} is unconditional: it takes --num-images, not --labels")
         images = pipe(args.num_images, **common)
-    import matplotlib.pyplot as plt
-
-    grid = image_grid(images, nrow=args.nrow)
-    plt.imsave(args.out, grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1)
+    save_grid(args.out, image_grid(images, nrow=args.nrow))
     print(f"wrote {args.out}: {len(images)} images of {tuple(images.shape[1:])}")
     return 0
 
@@ -134,7 +249,16 @@ def cmd_convert(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="glide-minimal", description=__doc__)
+    """The command line; returns the exit code: 0, 2 for bad input (one line on stderr), 3 for a diverged run.
+    An unexpected exception (a bug) is not caught: its traceback shows."""
+    import yaml
+
+    from .checkpoint import CheckpointError
+    from .fetch import DownloadError
+    from .pipeline import ClassPipeline, TextPipeline
+
+    count, natural = whole_number(1), whole_number(0)
+    parser = OneLineParser(prog="glide-minimal", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model from a config (runs unchanged under torchrun)")
@@ -143,30 +267,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--max-steps", type=int, help="stop at this step (default: the config's train.max_steps)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. train.lr=1e-4")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--device", type=device_name, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    p.add_argument("--threads", type=count, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="sample a grid of images from a shipped pipeline")
     p.add_argument("--pipeline", required=True, help="a shipped checkpoint name, e.g. tutorial-ddpm")
-    p.add_argument("--num-images", type=int, default=16,
+    p.add_argument("--num-images", type=count, default=16,
                    help="unconditional pipelines, or images of one --prompt: how many images")
-    p.add_argument("--labels", type=int, nargs="+", help="class-conditional pipelines: one label per image")
+    p.add_argument("--labels", type=natural, nargs="+", help="class-conditional pipelines: one label per image")
     p.add_argument("--prompt", nargs="+", help="text pipelines: a caption (several: one image each); \"\" = unconditional")
-    p.add_argument("--guidance", default="cfg", help="text guidance: cfg | clip | clip-unconditional | none")
-    p.add_argument("--guidance-scale", type=float, default=3.0)
+    p.add_argument("--guidance", default="cfg", choices=TextPipeline.GUIDANCE, help="text guidance")
+    p.add_argument("--guidance-scale", type=finite_number(0), default=3.0, help="0 or more (finite)")
     p.add_argument("--upsample", action="store_true",
                    help="text pipelines: run the cascade, the base model then its -upsample checkpoint (fast27)")
-    p.add_argument("--method", default="cfg", help="class guidance: cfg | classifier | none")
+    p.add_argument("--method", default="cfg", choices=ClassPipeline.METHODS, help="class guidance")
     p.add_argument("--steps", default=None, help="sampling steps or a respacing spec (100, ddim50, fast27)")
     p.add_argument("--sampler", default="ancestral", choices=["ancestral", "ddim"])
-    p.add_argument("--eta", type=float, default=0.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--nrow", type=int, default=8)
-    p.add_argument("--out", default="samples.png")
-    p.add_argument("--device")
-    p.add_argument("--threads", type=int)
+    p.add_argument("--eta", type=finite_number(0, 1), default=0.0, help="DDIM noise in [0, 1]")
+    p.add_argument("--seed", type=seed_number, default=0)
+    p.add_argument("--nrow", type=count, default=8, help="images per row of the grid")
+    p.add_argument("--out", type=image_path, default="samples.png",
+                   help=f"the grid image, checked before sampling; extensions: {', '.join(IMAGE_FORMATS)}")
+    p.add_argument("--device", type=device_name, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    p.add_argument("--threads", type=count, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_sample)
 
@@ -182,25 +307,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("what", choices=["sampler", "train", "guidance", "released"])
     p.add_argument("--config", help="config (sampler, train; default tutorial-ddpm) or shipped pipeline (guidance; "
                                     "default tutorial-text)")
-    p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--batch", type=int, help="images (default 16; released: 1)")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--steps", type=count, default=50)
+    p.add_argument("--batch", type=count, help="images (default 16; released: 1)")
+    p.add_argument("--repeats", type=count, default=3)
     p.add_argument("--scale", default="full", choices=["full", "tiny"],
                    help="released: the released-size models, or tiny stand-ins (for tests)")
     p.add_argument("--base-steps", default="100", help="released: the official base steps (ancestral)")
     p.add_argument("--fast-base-steps", default="ddim25", help="released: our base steps (ddimN: DDIM)")
-    p.add_argument("--upsample-steps", default="fast27", help="released: the official upsampler steps (ancestral)")
+    p.add_argument("--upsample-steps", default="fast27",
+                   help="released: the official upsampler steps (sampled with DDIM, as the release does)")
     p.add_argument("--fast-upsample-steps", default="ddim10", help="released: our upsampler steps (ddimN: DDIM)")
     p.add_argument("--compile", action="store_true", help="released: torch.compile the models in the fast setting")
-    p.add_argument("--device")
-    p.add_argument("--threads", type=int)
+    p.add_argument("--device", type=device_name)
+    p.add_argument("--threads", type=count)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("fetch", help="download a file (released checkpoints) with resume and a sha256 check")
     p.add_argument("url")
     p.add_argument("--sha256", required=True, help="the file's expected sha256 (64 hex characters)")
     p.add_argument("--out", required=True, help="where to put it; the partial download is OUT.part until verified")
-    p.add_argument("--retries", type=int, default=3, help="resume a dropped transfer this many times")
+    p.add_argument("--retries", type=natural, default=3, help="resume a dropped transfer this many times")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_fetch)
 
@@ -212,14 +338,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", default="keep", choices=["keep", "fp32", "fp16", "bf16"])
     p.set_defaults(func=cmd_convert)
 
-    args = parser.parse_args(argv)
-    from .checkpoint import CheckpointError
-    from .fetch import DownloadError
-
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0), or a bad flag already reported in one line (2)
+        return e.code if isinstance(e.code, int) else 0 if e.code is None else 2
     try:
         return args.func(args)
-    except (KeyError, ValueError, FileExistsError, FileNotFoundError, CheckpointError, DownloadError) as e:
-        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
+    except (ValueError, KeyError, OSError, yaml.YAMLError, CheckpointError, DownloadError) as e:
+        # Bad input the user can fix: one line, no traceback. Anything else is a bug and keeps its traceback,
+        # as does a KeyError of a bare key (a lookup that failed, not an "unknown name ..." message).
+        if isinstance(e, KeyError) and not (e.args and isinstance(e.args[0], str) and " " in e.args[0]):
+            raise
+        print(f"glide-minimal: error: {error_message(e)}", file=sys.stderr)
         return 2
 
 

@@ -122,11 +122,11 @@ class CLIPConfig:
 class TrainConfig:
     batch_size: int = 64
     lr: float = 2e-4
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # AdamW's decoupled weight decay, >= 0
     warmup_steps: int = 100
     max_steps: int = 2000
     ema_rate: float = 0.999
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0  # the largest gradient norm (clipped above it); 0: no clipping
     precision: str = "auto"  # auto | fp32 | bf16 | fp16 (auto: fp32 on CPU, bf16 on GPU)
     # Several GPUs (under torchrun): ddp replicates the model on every GPU; fsdp shards weights, gradients,
     # optimizer state and EMA over them (for models that do not fit one GPU). One process without torchrun
@@ -174,6 +174,17 @@ CHOICES = {
     "train.precision": ("auto", "fp32", "bf16", "fp16"),
     "train.parallel": ("ddp", "fsdp"),
     "task": ("diffusion", "classifier", "clip"),
+}
+# The valid range of every float key, as (the text an error shows, the test). validate() also requires every float
+# to be finite first: NaN fails no comparison (`nan < 0` is False), so a bare range check would let it through.
+FLOAT_RANGES = {
+    "model.dropout": ("in [0, 1)", lambda v: 0.0 <= v < 1.0),
+    "data.p_uncond": ("in [0, 1)", lambda v: 0.0 <= v < 1.0),
+    "train.lr": ("a finite number > 0", lambda v: v > 0.0),
+    "train.weight_decay": ("a finite number >= 0 (0: no weight decay)", lambda v: v >= 0.0),
+    "train.ema_rate": ("in [0, 1)", lambda v: 0.0 <= v < 1.0),
+    # 0 is "off" as elsewhere in the configs (warmup_steps, crop_size, low_res_aug_max)
+    "train.grad_clip": ("a finite number > 0 (the largest gradient norm), or 0 for no clipping", lambda v: v >= 0.0),
 }
 SECTIONS = {"model": UNetConfig, "diffusion": DiffusionConfig, "data": DataConfig, "train": TrainConfig,
             "clip": CLIPConfig}
@@ -228,7 +239,8 @@ def _build_section(cls: type, section: str, values: dict[str, Any]) -> Any:
             if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value.strip()):
                 value = float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
             if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise ValueError(f"{section}.{key} must be a number, got {value!r}")
+                valid = FLOAT_RANGES.get(f"{section}.{key}", ("a finite number",))[0]
+                raise ValueError(f"{section}.{key} must be a number, got {value!r}; valid: {valid}")
             value = float(value)
         choices = CHOICES.get(f"{section}.{key}")
         if choices and value not in choices:
@@ -254,18 +266,37 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
 
 
 def _positive(value: float, key: str) -> None:
-    if value <= 0:
+    if not value > 0:  # written so that NaN fails too
         raise ValueError(f"{key} must be positive, got {value!r}")
+
+
+def _validate_floats(cfg: Config) -> None:
+    """Every float key of every section: finite, and inside its FLOAT_RANGES range when it has one."""
+    for section in SECTIONS:
+        values = getattr(cfg, section)
+        for f in dataclasses.fields(values):
+            value, key = getattr(values, f.name), f"{section}.{f.name}"
+            if not isinstance(f.default, float):
+                continue
+            valid, ok = FLOAT_RANGES.get(key, ("a finite number", lambda v: True))
+            if not math.isfinite(value) or not ok(value):
+                raise ValueError(f"{key} must be {valid}, got {value!r}")
 
 
 def validate(cfg: Config) -> None:
     """Cross-field checks: each error names the key and what would be valid."""
     m, d, t = cfg.model, cfg.diffusion, cfg.train
+    _validate_floats(cfg)
     for key in ("image_size", "in_channels", "out_channels", "model_channels", "num_res_blocks", "num_head_channels",
                 "norm_groups"):
         _positive(getattr(m, key), f"model.{key}")
+    if not m.channel_mult or any(mult <= 0 for mult in m.channel_mult):
+        raise ValueError(f"model.channel_mult {list(m.channel_mult)} must be positive integers (each level's width is "
+                         "model_channels * mult)")
     for key in ("batch_size", "max_steps", "log_every", "ckpt_every", "grad_accum_steps"):
         _positive(getattr(t, key), f"train.{key}")
+    if t.warmup_steps < 0:
+        raise ValueError(f"train.warmup_steps must be >= 0 (0: no warmup), got {t.warmup_steps}")
     if t.batch_size % t.grad_accum_steps:
         divisors = [d for d in range(1, t.batch_size + 1) if t.batch_size % d == 0]
         raise ValueError(f"train.grad_accum_steps {t.grad_accum_steps} does not divide train.batch_size {t.batch_size} "
@@ -277,7 +308,6 @@ def validate(cfg: Config) -> None:
     if cfg.task == "clip" and t.grad_accum_steps > 1:
         raise ValueError(f"train.grad_accum_steps {t.grad_accum_steps}: CLIP's contrastive loss compares every image "
                          "with every caption of its batch, so micro-batches would change the loss; use 1")
-    _positive(t.lr, "train.lr")
     _positive(d.num_timesteps, "diffusion.num_timesteps")
     if t.init_from and cfg.task != "diffusion":
         raise ValueError(f"train.init_from fine-tunes a diffusion model; a {cfg.task} config cannot start from "
@@ -285,10 +315,6 @@ def validate(cfg: Config) -> None:
     if cfg.data.crop_size and cfg.task != "diffusion":
         raise ValueError(f"data.crop_size is for diffusion models (fully convolutional); a {cfg.task} config takes whole "
                          "images: set data.crop_size: 0")
-    if not 0.0 <= t.ema_rate < 1.0:
-        raise ValueError(f"train.ema_rate must be in [0, 1), got {t.ema_rate!r}")
-    if not 0.0 <= cfg.data.p_uncond < 1.0:
-        raise ValueError(f"data.p_uncond must be in [0, 1), got {cfg.data.p_uncond!r}")
     if cfg.data.p_uncond > 0 and m.num_classes == 0 and m.text_ctx == 0:
         raise ValueError("data.p_uncond > 0 needs a conditional model (model.num_classes > 0 or model.text_ctx > 0)")
     if m.num_classes and m.text_ctx:
@@ -302,17 +328,23 @@ def validate(cfg: Config) -> None:
     if m.text_vocab_size < 0:
         raise ValueError(f"model.text_vocab_size must be >= 0 (0: the tokenizer's size), got {m.text_vocab_size}")
     if m.text_ctx:
-        if m.text_width % m.text_heads:
-            raise ValueError(f"model.text_width {m.text_width} is not divisible by model.text_heads {m.text_heads}")
+        # positive before divisible: `text_width % 0` would be a ZeroDivisionError, not an error naming the key
         for key in ("text_width", "text_layers", "text_heads"):
             _positive(getattr(m, key), f"model.{key}")
+        if m.text_width % m.text_heads:
+            raise ValueError(f"model.text_width {m.text_width} is not divisible by model.text_heads {m.text_heads}")
     if cfg.task == "clip":
         c = cfg.clip
+        for key in ("image_size", "in_channels", "patch_size", "width", "layers", "heads", "text_ctx", "text_width",
+                    "text_layers", "text_heads", "embed_dim", "num_timesteps"):
+            _positive(getattr(c, key), f"clip.{key}")
         if c.image_size % c.patch_size:
             raise ValueError(f"clip.image_size {c.image_size} is not divisible by clip.patch_size {c.patch_size}")
-        for w, h in ((c.width, c.heads), (c.text_width, c.text_heads)):
+        for width, heads in (("width", "heads"), ("text_width", "text_heads")):
+            w, h = getattr(c, width), getattr(c, heads)
             if w % h:
-                raise ValueError(f"clip width {w} is not divisible by its {h} heads")
+                raise ValueError(f"clip.{width} {w} is not divisible by clip.{heads} {h} (each head takes an equal "
+                                 "share of the width)")
         if c.image_size != cfg.data.image_size:
             raise ValueError(f"data.image_size ({cfg.data.image_size}) must equal clip.image_size ({c.image_size})")
         if c.vocab_size < 0:

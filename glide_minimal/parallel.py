@@ -102,6 +102,13 @@ def full_tensor(x: torch.Tensor) -> torch.Tensor:
     return x.full_tensor() if isinstance(x, DTensor) else x
 
 
+def local_tensor(x: torch.Tensor) -> torch.Tensor:
+    """This rank's part of a possibly sharded tensor (no communication): the shard of a DTensor, else x."""
+    from torch.distributed.tensor import DTensor
+
+    return x.to_local() if isinstance(x, DTensor) else x
+
+
 def _full_options(**kwargs):
     from torch.distributed.checkpoint.state_dict import StateDictOptions
 

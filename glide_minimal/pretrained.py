@@ -1,52 +1,160 @@
-"""The registry of shipped checkpoints in data/checkpoints/ (no network, ever).
+"""The registry of shipped checkpoints (no network, ever).
 
-Each entry of MANIFEST.json names a safetensors file, its config JSON, the sha256 of both, and how it
+Each entry of a MANIFEST.json names a safetensors file, its config JSON, the sha256 of both, and how it
 was made (command, steps, seed, wall time, metrics). Loading verifies the sha256 first and refuses a
 file that does not match, naming it.
+
+Where a name is looked up, and in which order, is documented in one place: README.md, "Where checkpoints
+come from". `locations()` is that list in code ($GLIDE_MINIMAL_CHECKPOINTS, the user cache, the installed
+package data, a source checkout); a name found nowhere is a KeyError listing every place looked in.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from .checkpoint import CheckpointError, atomic_write_bytes, load_tensors, save_tensors
+from .fetch import sha256_file
+
+__all__ = ["CHECKOUT_DATA", "PACKAGE_DATA", "Location", "available", "cache_dir", "checkpoint_dir", "companion",
+           "entry", "load_evaluator", "load_model", "load_weights", "locate", "locations", "looked_in", "manifest",
+           "publish", "search_path", "sha256_file", "strip_role", "user_checkpoints", "verified_path"]
+
+ENV_CHECKPOINTS = "GLIDE_MINIMAL_CHECKPOINTS"
+ENV_CACHE = "GLIDE_MINIMAL_CACHE"
+_PACKAGE = Path(__file__).resolve().parent
+# 3. what setup.py's build_py copies into a wheel (absent in a source checkout and an editable install)
+PACKAGE_DATA = _PACKAGE / "_data" / "checkpoints"
+# 4. a source checkout: the repository root holds pyproject.toml and data/ (absent in site-packages)
+CHECKOUT_DATA = _PACKAGE.parent / "data" / "checkpoints"
+REINSTALL = "pip install --force-reinstall --no-deps <the same wheel, folder or git+URL>"
+
+
+@dataclass(frozen=True)
+class Location:
+    """One place in the lookup order: `label` for messages, `path` (None: not in use here), `why` not."""
+
+    label: str
+    path: Path | None
+    why: str = ""
+    installed: bool = False  # the package's own data: a bad file means a damaged install
+
+
+def cache_dir() -> Path:
+    """The user cache of the GPU tier: $GLIDE_MINIMAL_CACHE, default ~/.cache/glide-minimal."""
+    env = os.environ.get(ENV_CACHE)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "glide-minimal"
+
+
+def user_checkpoints() -> Path:
+    """The checkpoint folder of the user cache (its own MANIFEST.json); GPU-tier models are published here."""
+    return cache_dir() / "checkpoints"
+
+
+def _is_checkout(folder: Path) -> bool:
+    return folder.is_dir() and (folder.parents[1] / "pyproject.toml").is_file()
+
+
+def locations() -> list[Location]:
+    """All four places of the lookup order, in order, each with the folder it means here or why none."""
+    env = os.environ.get(ENV_CHECKPOINTS)
+    override = f"not searched: ${ENV_CHECKPOINTS} is set"
+    if env:
+        first = Location(f"${ENV_CHECKPOINTS}", Path(env))
+    else:
+        first = Location(f"${ENV_CHECKPOINTS}", None, "not set")
+    rest = [Location(f"user cache (${ENV_CACHE} or ~/.cache/glide-minimal)", user_checkpoints()),
+            Location("installed package data", PACKAGE_DATA, installed=True) if PACKAGE_DATA.is_dir() else
+            Location("installed package data", None, f"none at {PACKAGE_DATA} (a source checkout or an editable "
+                     "install)", installed=True),
+            Location("source checkout", CHECKOUT_DATA) if _is_checkout(CHECKOUT_DATA) else
+            Location("source checkout", None, "none (an installed package)")]
+    if env:
+        rest = [Location(loc.label, None, override, loc.installed) for loc in rest]
+    return [first, *rest]
+
+
+def search_path() -> list[Location]:
+    """The folders a name is looked up in, in order (see the module docstring)."""
+    return [loc for loc in locations() if loc.path is not None]
 
 
 def checkpoint_dir() -> Path:
-    """data/checkpoints of this checkout, or $GLIDE_MINIMAL_CHECKPOINTS."""
-    env = os.environ.get("GLIDE_MINIMAL_CHECKPOINTS")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "data" / "checkpoints"
+    """The folder `publish` writes to by default: $GLIDE_MINIMAL_CHECKPOINTS if set, else this source
+    checkout's data/checkpoints, else the user cache (an installed package's own data is never written)."""
+    env = os.environ.get(ENV_CHECKPOINTS)
+    if env:
+        return Path(env)
+    return CHECKOUT_DATA if _is_checkout(CHECKOUT_DATA) else user_checkpoints()
 
 
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def _read_manifest(path: Path) -> dict[str, dict]:
+    """The "checkpoints" table of one MANIFEST.json ({} when the file is absent); bad JSON names file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path} is not valid JSON: line {err.lineno}, column {err.colno}: {err.msg}; "
+                              "fix or restore that file") from None
+    if not isinstance(data, dict) or not isinstance(data.get("checkpoints"), dict):
+        raise CheckpointError(f"{path} has no \"checkpoints\" table (expected {{\"checkpoints\": {{name: entry}}}})")
+    return data["checkpoints"]
 
 
 def manifest(root: Path | None = None) -> dict[str, dict]:
-    path = (root or checkpoint_dir()) / "MANIFEST.json"
-    if not path.exists():
-        return {}
-    return json.loads(path.read_text())["checkpoints"]
+    """{name: entry} of the MANIFEST.json in `root`; with no root, of every folder of the search path
+    (a name in two folders: the earlier folder's entry)."""
+    if root is not None:
+        return _read_manifest(Path(root) / "MANIFEST.json")
+    merged: dict[str, dict] = {}
+    for loc in reversed(search_path()):
+        merged.update(_read_manifest(loc.path / "MANIFEST.json"))
+    return merged
 
 
 def available(root: Path | None = None) -> list[str]:
     return sorted(manifest(root))
 
 
+def looked_in() -> str:
+    """Each place of the lookup order, numbered: its folder and how many checkpoints it held, or why none."""
+    parts = []
+    for i, loc in enumerate(locations(), 1):
+        if loc.path is None:
+            parts.append(f"{i}. {loc.label}: {loc.why}")
+            continue
+        manifest_path = loc.path / "MANIFEST.json"
+        names = _read_manifest(manifest_path)
+        held = f"{len(names)} checkpoints" if names else "no checkpoints" if manifest_path.exists() else "no MANIFEST.json"
+        parts.append(f"{i}. {loc.label} {loc.path} ({held})")
+    return f"looked in: {'; '.join(parts)}"
+
+
+def locate(name: str, root: Path | None = None) -> tuple[Location, dict]:
+    """(the Location whose MANIFEST.json lists `name`, its entry): the first of the search path, or `root`."""
+    if root is not None:
+        entries = manifest(root)
+        if name not in entries:
+            raise KeyError(f"unknown checkpoint {name!r}; shipped: {', '.join(sorted(entries)) or '(none)'} "
+                           f"(in {root})")
+        return Location("folder", Path(root)), entries[name]
+    for loc in search_path():
+        entries = _read_manifest(loc.path / "MANIFEST.json")
+        if name in entries:
+            return loc, entries[name]
+    known = available()
+    raise KeyError(f"unknown checkpoint {name!r}; shipped: {', '.join(known) or '(none)'}; {looked_in()}")
+
+
 def entry(name: str, root: Path | None = None) -> dict:
-    entries = manifest(root)
-    if name not in entries:
-        raise KeyError(f"unknown checkpoint {name!r}; shipped: {', '.join(sorted(entries)) or '(none)'} "
-                       f"(in {root or checkpoint_dir()})")
-    return entries[name]
+    return locate(name, root)[1]
 
 
 def companion(name: str, role: str) -> str:
@@ -69,17 +177,28 @@ def strip_role(name: str, roles: tuple[str, ...]) -> str:
     return name
 
 
-def verified_path(name: str, root: Path | None = None) -> Path:
-    """The checkpoint file of `name`, after checking its sha256 against the manifest."""
-    root = root or checkpoint_dir()
-    e = entry(name, root)
-    path = root / e["file"]
+def _check_file(path: Path, expected: str, name: str, what: str, loc: Location, command: str) -> None:
+    fix = (f"the installed glide-minimal package is damaged; reinstall it: {REINSTALL}" if loc.installed
+           else None)
     if not path.exists():
-        raise CheckpointError(f"checkpoint file {path} for {name!r} is missing")
+        raise CheckpointError(f"{what} {path} for {name!r} is missing" + (f": {fix}" if fix else ""))
     digest = sha256_file(path)
-    if digest != e["sha256"]:
-        raise CheckpointError(f"checkpoint file {path} has sha256 {digest[:12]}... but MANIFEST.json records "
-                              f"{e['sha256'][:12]}...: the file is corrupt or was replaced; re-run {e.get('command', 'its script')}")
+    if digest != expected:
+        raise CheckpointError(f"{what} {path} has sha256 {digest[:12]}... but MANIFEST.json records "
+                              f"{expected[:12]}...: " + (fix or f"the file is corrupt or was replaced; re-run {command}"))
+
+
+def verified_path(name: str, root: Path | None = None) -> Path:
+    """The checkpoint file of `name`, after checking its sha256 (and its config JSON's) against the manifest.
+
+    A mismatch in the installed package's own data asks for a reinstall; elsewhere, for the command that
+    made the file."""
+    loc, e = locate(name, root)
+    command = e.get("command", "its script")
+    path = loc.path / e["file"]
+    _check_file(path, e["sha256"], name, "checkpoint file", loc, command)
+    if "config_sha256" in e and "config" in e:
+        _check_file(loc.path / e["config"], e["config_sha256"], name, "config file", loc, command)
     return path
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import numbers
 import os
 import time
 from pathlib import Path
@@ -22,21 +23,70 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .checkpoint import CheckpointError, load_metadata, load_state_dict_into, load_tensors, save_tensors
-from .config import Config, config_from_dict
+from .checkpoint import (CheckpointError, atomic_write_bytes, load_metadata, load_state_dict_into, load_tensors,
+                         remove_stale_temp_files, save_tensors)
+from .config import Config, validate
 from .datasets import load_dataset
 from .diffusion import GaussianDiffusion
 from .models import build_model
 from .models.clip import clip_loss_terms
 from .models.text import get_tokenizer
 from .parallel import (data_parallel, enable_activation_checkpointing, full_optimizer_state, full_state_dict,
-                       full_tensor, gradient_sync, is_sharded, load_sharded, shard)
+                       full_tensor, gradient_sync, is_sharded, load_sharded, local_tensor, shard)
 
 CHECKPOINT = "checkpoint.safetensors"
+RUN_FILES = (CHECKPOINT, "config.json", "log.jsonl")  # what a run folder holds; each is replaced atomically
+# Config keys a resume may change: they decide how a run is watched, how far it goes, how a step is spread over
+# processes and micro-batches (the same global batch and gradient, up to float rounding) and how it is sampled
+# later, never what a step computes. Every other key is the recipe, and must match the checkpoint's.
+RESUMABLE_KEYS = frozenset({"name", "description", "train.max_steps", "train.log_every", "train.ckpt_every",
+                            "train.parallel", "train.activation_checkpointing", "train.grad_accum_steps",
+                            "diffusion.sample_respacing", "data.low_res_aug_sample"})
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last checkpoint on disk is the last good state."""
+    """The loss, the gradients or the updated weights became NaN or infinite. Nothing non-finite is ever saved:
+    the checkpoint on disk (if any) is the last good state."""
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    """{"train": {"lr": 1}} -> {"train.lr": 1}."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def recipe_differences(saved: dict, cfg: Config) -> list[str]:
+    """'key: <checkpoint's value> in the checkpoint, <cfg's> now' for every recipe key (not RESUMABLE_KEYS) that
+    differs between a checkpoint's config dict and cfg, sorted by key. Compared as JSON (tuples are lists there)."""
+    now = _flatten(json.loads(cfg.to_json()))
+    # A key the checkpoint lacks is newer than the code that wrote it: that code behaved as its default does.
+    then = {**_flatten(json.loads(Config(name="").to_json())), **_flatten(saved)}
+    return [f"{key}: {then.get(key)!r} in the checkpoint, {now.get(key)!r} now"
+            for key in sorted(now.keys() | then.keys()) if key not in RESUMABLE_KEYS and then.get(key) != now.get(key)]
+
+
+def non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating tensors holding a NaN or an infinity (this rank's shard of each, under FSDP).
+
+    Runs every step on the weights, so it is cheap: a NaN or inf anywhere makes a tensor's sum non-finite, and a
+    sum costs a fraction of isfinite().all() on the CPU; only tensors whose sum is not finite are checked element
+    by element (a finite tensor whose float32 sum overflows is no false alarm). The sums are stacked so that each
+    device syncs once, not once per tensor (AdamW's step counters live on the CPU, the rest on the GPU).
+    """
+    floating = {k: local_tensor(v) for k, v in tensors.items() if v.is_floating_point()}
+    by_device: dict[torch.device, list[str]] = {}
+    for key, value in floating.items():
+        by_device.setdefault(value.device, []).append(key)
+    suspects = []
+    for keys in by_device.values():
+        sums = torch.stack([floating[k].detach().sum(dtype=torch.float32) for k in keys])
+        suspects += [k for k, ok in zip(keys, torch.isfinite(sums).tolist()) if not ok]
+    return [k for k in suspects if not torch.isfinite(floating[k]).all()]
 
 
 def _step_generator(seed: int, step: int, device) -> torch.Generator:
@@ -61,6 +111,7 @@ class Trainer:
 
     def __init__(self, cfg: Config, out_dir: str | Path, *, device: str | None = None, resume: bool = False,
                  progress: bool = True):
+        validate(cfg)  # a Config built or edited in code has not been through load_config's checks
         self.cfg, self.out_dir, self.progress = cfg, Path(out_dir), progress
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         # Launched by torchrun (its env:// variables are set): even one process joins a process group, so
@@ -97,14 +148,19 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.step = 0
         self.wall_time_s = 0.0  # training time summed over every resumed segment
+        self.saved_step: int | None = None  # the step of the checkpoint on disk; every one of them is finite
+        self.resumed_from: Path | None = None
         ckpt = self.out_dir / CHECKPOINT
         if resume and ckpt.exists():
             self.load(ckpt)
+            self.resumed_from = ckpt
         elif ckpt.exists() and not resume:
             raise FileExistsError(f"{ckpt} exists: pass resume=True (--resume) to continue it, or choose another output folder")
         if self.rank == 0:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / "config.json").write_text(cfg.to_json())
+            # A process killed mid-write leaves its temp file; nothing of this run writes yet, so any is stale.
+            remove_stale_temp_files(self.out_dir, RUN_FILES)
+            atomic_write_bytes(self.out_dir / "config.json", cfg.to_json().encode())
             self._trim_log()
 
     def _load_data(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -243,20 +299,30 @@ class Trainer:
                         dist.all_reduce(micro_stats)  # every rank sees the same numbers, so all stop together
                         micro_stats /= self.world
                     if not torch.isfinite(micro_stats).all():
-                        raise TrainingDiverged(
-                            f"loss became {micro_stats[0].item()} at step {step}; stopped before updating the weights. "
-                            f"The last good checkpoint ({self.out_dir / CHECKPOINT}, step {self._saved_step()}) is "
-                            "intact. Try a lower train.lr, a smaller train.grad_clip, or precision fp32.")
+                        raise self._diverged(f"loss became {micro_stats[0].item()} at step {step}; stopped before "
+                                             "updating the weights.")
                     # Each micro-batch adds its share of the mean over this rank's slice: the summed gradient is
                     # the one a single backward over the whole slice gives.
                     self.scaler.scale(terms["loss"].mean() * share).backward()
                 stats = micro_stats if stats is None else stats + micro_stats
         stats /= len(micro_batches)  # equal micro-batches: the mean of their means is the batch mean
         self.scaler.unscale_(self.opt)
-        # A DTensor under FSDP (each rank holds part of the gradient); full_tensor makes it one number.
-        grad_norm = full_tensor(nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip))
+        # grad_clip 0 is no clipping: an infinite bound makes clip_grad_norm_ scale by exactly 1 and still
+        # return the norm. A DTensor under FSDP (each rank holds part of the gradient); full_tensor makes it one number.
+        max_norm = self.cfg.train.grad_clip or float("inf")
+        grad_norm = full_tensor(nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
+        # A finite loss can still have a NaN gradient (e.g. sqrt at 0). Under fp16 an infinite gradient is the
+        # loss scaler's business: it skips the update and lowers the scale.
+        if not self.scaler.is_enabled() and not torch.isfinite(grad_norm):
+            raise self._diverged(f"gradient norm became {grad_norm.item()} at step {step}; "
+                                 "stopped before updating the weights.")
         self.scaler.step(self.opt)
         self.scaler.update()
+        # Finite gradients can still give non-finite weights (a NaN clip bound, an overflowing update): check the
+        # result itself before the EMA follows it. The update is lost, never saved.
+        if not self._agree(not non_finite(dict(self.model.named_parameters()))):
+            raise self._diverged(f"the weights became non-finite in the update of step {step} (gradient norm "
+                                 f"{grad_norm.item()}); they were not saved.")
         with torch.no_grad():
             for p_ema, p in zip(self.ema.parameters(), self.model.parameters()):
                 p_ema.lerp_(p, 1.0 - self.cfg.train.ema_rate)
@@ -282,9 +348,39 @@ class Trainer:
             parts.append((size / n, (x_start[sl], t[sl], noise[sl], {key: take(v, sl) for key, v in kwargs.items()})))
         return parts
 
+    def _diverged(self, what: str) -> TrainingDiverged:
+        """The error for a non-finite loss, gradient or update: `what` happened, and where training can restart."""
+        if self.saved_step is None:
+            where = (f"Nothing to resume from: no checkpoint has been written to {self.out_dir} yet (the first is due "
+                     f"at step {self.cfg.train.ckpt_every}).")
+        else:
+            where = (f"The last good checkpoint ({self.out_dir / CHECKPOINT}, step {self.saved_step}) is intact and "
+                     "finite.")
+        return TrainingDiverged(f"{what} {where} Try a lower train.lr, a smaller train.grad_clip, or precision fp32.")
+
+    def _agree(self, ok: bool) -> bool:
+        """True when `ok` holds on every rank (a collective under torchrun: every rank must call), so that all
+        ranks stop together and none waits forever in the next all-reduce."""
+        if not self.distributed:
+            return ok
+        flag = torch.tensor(float(ok), device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item())
+
     def run(self, max_steps: int | None = None) -> dict:
-        """Train until max_steps (default train.max_steps); checkpoint every train.ckpt_every and at the end."""
+        """Train until max_steps (default train.max_steps); checkpoint every train.ckpt_every and at the end.
+
+        max_steps may be raised beyond the config's to continue a run, never set below the step already reached.
+        """
+        source = "train.max_steps" if max_steps is None else "max_steps"
         max_steps = self.cfg.train.max_steps if max_steps is None else max_steps
+        if isinstance(max_steps, bool) or not isinstance(max_steps, numbers.Integral):
+            raise ValueError(f"max_steps must be an integer, got {max_steps!r}")
+        if max_steps < self.step:
+            reached = (f"where the run resumed from {self.resumed_from}" if self.resumed_from
+                       else "which this run has already reached")
+            raise ValueError(f"{source} {max_steps} is below step {self.step}, {reached}: a run only continues "
+                             f"forward; pass max_steps >= {self.step}, or train a shorter run in a new output folder")
         tcfg = self.cfg.train
         start_step, start, wall_before = self.step, time.perf_counter(), self.wall_time_s
         bar = tqdm(total=max_steps, initial=self.step, disable=not self.progress or self.rank != 0, desc="train")
@@ -316,23 +412,51 @@ class Trainer:
         return tensors
 
     def save(self) -> None:
+        """Write the training state (with its sha256) over the checkpoint, atomically; refuses a non-finite one."""
         tensors = self.state_tensors()  # on every rank: a collective under FSDP
+        path = self.out_dir / CHECKPOINT
+        bad = non_finite(tensors)  # under FSDP rank 0 holds every tensor, the others none
+        if not self._agree(not bad):  # the old file stays: it is the last good state
+            found = f"{len(bad)} of {len(tensors)} tensors are not finite (e.g. {', '.join(bad[:3])})" if bad else \
+                "rank 0 found non-finite tensors"
+            raise TrainingDiverged(f"refusing to write {path} at step {self.step}: {found}. The checkpoint on disk "
+                                   f"(step {self.saved_step}) is kept.")
         if self.rank == 0:
             meta = {"step": self.step, "config": self.cfg.to_dict(), "format": "glide-minimal-train/1",
                     "wall_time_s": self.wall_time_s,
                     "grad_scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None}
-            save_tensors(self.out_dir / CHECKPOINT, tensors, meta)
+            save_tensors(path, tensors, meta, checksum=True)
         if self.distributed:
             dist.barrier()
+        self.saved_step = self.step
 
     def load(self, path: Path) -> None:
+        """Resume from a training checkpoint: verified (sha256, finite) and of the same recipe as self.cfg."""
         sharded = is_sharded(self.model)
-        # Under FSDP only rank 0 reads the tensors and broadcasts them; every rank reads the small metadata.
-        tensors, meta = ({}, load_metadata(path)) if sharded and self.rank else load_tensors(path)
+        # Under FSDP only rank 0 reads (and verifies) the tensors and broadcasts them; every rank reads the metadata.
+        tensors, meta, error = {}, {}, None
+        try:
+            if sharded and self.rank:
+                meta = load_metadata(path)
+            else:
+                tensors, meta = load_tensors(path, require_checksum=True)
+        except CheckpointError as e:
+            error = e
+        if not self._agree(error is None):  # every rank raises, none waits for rank 0's broadcast
+            raise error or CheckpointError(f"{path} could not be read on rank 0 (see its error)")
         if meta.get("format") != "glide-minimal-train/1":
             raise CheckpointError(f"{path} is not a glide-minimal training checkpoint (format {meta.get('format')!r})")
-        if config_from_dict(meta["config"]).model != self.cfg.model:
-            raise CheckpointError(f"{path} was trained with a different model config; resume with the config in {path.parent / 'config.json'}")
+        differ = recipe_differences(meta.get("config", {}), self.cfg)
+        if differ:
+            raise CheckpointError(f"{path} was trained with a different recipe, so resuming would not continue the "
+                                  f"same run: {'; '.join(differ)}. Resume with the config in "
+                                  f"{path.parent / 'config.json'} (train.max_steps may be raised), or train into a new "
+                                  "output folder")
+        bad = non_finite(tensors)  # under FSDP only rank 0 has the tensors
+        if not self._agree(not bad):
+            found = f"{len(bad)} non-finite tensors (e.g. {', '.join(bad[:3])})" if bad else "non-finite tensors"
+            raise CheckpointError(f"{path} holds {found}: it is no state to resume from; train into a new output "
+                                  "folder")
         group = lambda prefix: {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
         per_param: dict[int, dict] = {}
         for key, value in group("optim/").items():
@@ -347,14 +471,10 @@ class Trainer:
             opt_state = self.opt.state_dict()
             opt_state["state"] = per_param
             self.opt.load_state_dict(opt_state)
-        self.step = int(meta["step"])
+        self.step = self.saved_step = int(meta["step"])
         self.wall_time_s = float(meta.get("wall_time_s", 0.0))
         if meta.get("grad_scaler") and self.scaler.is_enabled():  # fp16: resume the loss scale too
             self.scaler.load_state_dict(meta["grad_scaler"])
-
-    def _saved_step(self) -> int | None:
-        path = self.out_dir / CHECKPOINT
-        return load_tensors(path)[1].get("step") if path.exists() else None
 
     def _log(self, row: dict) -> None:
         if self.rank == 0:
@@ -372,7 +492,7 @@ class Trainer:
                         keep.append(row)
                 except (json.JSONDecodeError, KeyError, TypeError):
                     continue  # a row cut short by a crash mid-write
-            log.write_text("".join(r + "\n" for r in keep))
+            atomic_write_bytes(log, "".join(r + "\n" for r in keep).encode())  # a kill here must not lose the log
 
 
 def export_weights(train_dir: str | Path, out_path: str | Path, *, use_ema: bool = True,

@@ -157,3 +157,10 @@ def straight_and_resumed(cfg: Config, root: Path, stop_at: int) -> tuple[dict, d
     straight, _ = load_tensors(root / "straight" / CHECKPOINT)
     split, meta = load_tensors(root / "split" / CHECKPOINT)
     return straight, split, meta
+
+
+@pytest.fixture(autouse=True)
+def _empty_user_cache(tmp_path_factory, monkeypatch):
+    """The lookup order's user cache (place 2) is an empty folder in every test, so a developer's real
+    ~/.cache/glide-minimal never shadows a shipped checkpoint; tests that use the cache set it themselves."""
+    monkeypatch.setenv("GLIDE_MINIMAL_CACHE", str(tmp_path_factory.mktemp("user-cache")))

@@ -173,7 +173,7 @@ def test_upsample_without_an_upsampler_checkpoint_names_it(tmp_path, monkeypatch
     publish_tiny(tmp_path, names=("tutorial-text",))
     monkeypatch.setenv("GLIDE_MINIMAL_CHECKPOINTS", str(tmp_path))
     pipe = load_pipeline("tutorial-text", "cpu")
-    with pytest.raises(CheckpointError, match="the checkpoint 'tutorial-text-upsample', which is not in .*train_ch6.sh"):
+    with pytest.raises(CheckpointError, match="the checkpoint 'tutorial-text-upsample', which is not in any of the places searched .*train_ch6.sh"):
         pipe(PROMPT, upsample=True, steps=2)
     with pytest.raises(ValueError, match="unknown upsample_sampler 'plms'; choose one of: ancestral, ddim"):
         load_pipeline("tutorial-text", "cpu")(PROMPT, upsample=True, upsample_sampler="plms")
@@ -198,7 +198,7 @@ def test_model_and_replace_use_their_own_models(tmp_path, monkeypatch):
     pipe = load_pipeline("tutorial-inpaint", "cpu")
     image, mask = edit_inputs(1)
     assert pipe(PROMPT, image, mask, method="replace", **FAST).shape == (1, 3, 32, 32)
-    with pytest.raises(CheckpointError, match="base inpainting model .*'tutorial-text-inpaint', which is not in .*train_ch7.sh"):
+    with pytest.raises(CheckpointError, match="base inpainting model .*'tutorial-text-inpaint', which is not in any of the places searched .*train_ch7.sh"):
         pipe(PROMPT, image, mask, method="model", **FAST)
 
 

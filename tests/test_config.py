@@ -175,3 +175,82 @@ def test_exponent_notation_is_a_number():
 def test_bool_for_an_integer_key_is_an_error():
     with pytest.raises(ValueError, match="model.num_res_blocks must be an integer, got True"):
         load_config("tutorial-ddpm", overrides={"model.num_res_blocks": True})
+
+
+# -- bad numbers (issue 12): NaN and inf pass `x < 0`, so every float key needs a finiteness check ---------------
+FLOAT_KEYS = [f"{section}.{f.name}" for section in ("model", "diffusion", "data", "train", "clip")
+              for f in dataclasses.fields(getattr(Config(name="x"), section)) if isinstance(f.default, float)]
+
+
+def test_the_float_audit_covers_the_known_float_keys():
+    # a new float key joins the parametrized checks below automatically; this pins the list it starts from
+    assert {"model.dropout", "data.p_uncond", "train.lr", "train.weight_decay", "train.ema_rate",
+            "train.grad_clip"} <= set(FLOAT_KEYS)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("key", FLOAT_KEYS)
+def test_non_finite_float_is_an_error_that_names_the_key_value_and_range(key, value):
+    with pytest.raises(ValueError) as err:
+        load_config("tutorial-ddpm", overrides={key: value})
+    message = str(err.value)
+    assert message.startswith(f"{key} must be "), message
+    assert f"got {value!r}" in message and ("[0, 1)" in message or "finite" in message), message
+
+
+def test_non_finite_yaml_spellings_are_errors(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("inherit: tutorial-ddpm\ntrain:\n  lr: .nan\n")
+    with pytest.raises(ValueError, match=re.escape("train.lr must be a finite number > 0, got nan")):
+        load_config(path)
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("train.lr", 0, "train.lr must be a finite number > 0, got 0.0"),
+    ("train.lr", -1e-4, "train.lr must be a finite number > 0, got -0.0001"),
+    ("train.weight_decay", -0.01, "train.weight_decay must be a finite number >= 0 (0: no weight decay), got -0.01"),
+    ("train.grad_clip", -1, "train.grad_clip must be a finite number > 0 (the largest gradient norm), or 0 for no "
+                            "clipping, got -1.0"),
+    ("model.dropout", 1.0, "model.dropout must be in [0, 1), got 1.0"),
+    ("model.dropout", -0.1, "model.dropout must be in [0, 1), got -0.1"),
+    ("data.p_uncond", 1.5, "data.p_uncond must be in [0, 1), got 1.5"),
+])
+def test_float_out_of_range_names_the_value_and_the_range(key, value, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_config("tutorial-digits", overrides={key: value})
+
+
+def test_grad_clip_zero_is_no_clipping_and_null_says_so():
+    assert load_config("tutorial-ddpm", overrides={"train.grad_clip": 0}).train.grad_clip == 0.0
+    with pytest.raises(ValueError, match=re.escape("train.grad_clip must be a number, got None; valid: a finite number "
+                                                   "> 0 (the largest gradient norm), or 0 for no clipping")):
+        load_config("tutorial-ddpm", overrides={"train.grad_clip": None})
+
+
+def test_negative_warmup_is_an_error():
+    with pytest.raises(ValueError, match=re.escape("train.warmup_steps must be >= 0 (0: no warmup), got -1")):
+        load_config("tutorial-ddpm", overrides={"train.warmup_steps": -1})
+
+
+# -- heads and widths: a zero or a non-divisor is a config error, never a ZeroDivisionError in the model ----------
+TEXT = {"model.text_ctx": 12, "model.text_width": 32, "model.text_layers": 1, "model.text_heads": 2,
+        "data.dataset": "shapesworld"}
+
+
+@pytest.mark.parametrize(("config", "overrides", "message"), [
+    ("tutorial-ddpm", {**TEXT, "model.text_heads": 0}, "model.text_heads must be positive, got 0"),
+    ("tutorial-ddpm", {**TEXT, "model.text_width": 0}, "model.text_width must be positive, got 0"),
+    ("tutorial-ddpm", {**TEXT, "model.text_heads": 3}, "model.text_width 32 is not divisible by model.text_heads 3"),
+    ("tutorial-ddpm", {"model.channel_mult": [1, 0, 2]},
+     "model.channel_mult [1, 0, 2] must be positive integers (each level's width is model_channels * mult)"),
+    ("tutorial-text-clip", {"clip.heads": 0}, "clip.heads must be positive, got 0"),
+    ("tutorial-text-clip", {"clip.text_heads": 0}, "clip.text_heads must be positive, got 0"),
+    ("tutorial-text-clip", {"clip.patch_size": 0}, "clip.patch_size must be positive, got 0"),
+    ("tutorial-text-clip", {"clip.width": 0}, "clip.width must be positive, got 0"),
+    ("tutorial-text-clip", {"clip.embed_dim": 0}, "clip.embed_dim must be positive, got 0"),
+    ("tutorial-text-clip", {"clip.heads": 3}, "clip.width 128 is not divisible by clip.heads 3"),
+    ("tutorial-text-clip", {"clip.text_heads": 3}, "clip.text_width 128 is not divisible by clip.text_heads 3"),
+])
+def test_heads_and_widths_errors_name_the_key(config, overrides, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_config(config, overrides=overrides)

@@ -7,6 +7,7 @@ pinned set. A dependency added to one of them only, or a pin outside pyproject's
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -145,3 +146,111 @@ def test_drift_check_reports_a_dependency_added_in_one_place_only():
     assert missing_from(needed, ci_requirements()) == ["brand-new-lib"]
     bad = pins_outside_range({"numpy": Requirement("numpy>=99")}, ci_requirements())
     assert len(bad) == 1 and bad[0].startswith("numpy==") and "'>=99'" in bad[0], bad
+
+
+# ---- a plain install (issue 18): the wheel carries the shipped checkpoints -------------------------------
+
+def load_script(path: Path, name: str):
+    """A repository script as a module, without running its __main__ block (setup.py's setup() call)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_registry(folder: Path, files: dict[str, bytes]) -> dict:
+    """A MANIFEST.json over `files` ({name: weights bytes}), each with a config JSON, in folder."""
+    import hashlib
+
+    folder.mkdir(parents=True)
+    entries = {}
+    for name, payload in files.items():
+        (folder / f"{name}.safetensors").write_bytes(payload)
+        (folder / f"{name}.json").write_text("{}\n")
+        entries[name] = {"file": f"{name}.safetensors", "config": f"{name}.json",
+                         "sha256": hashlib.sha256(payload).hexdigest(),
+                         "config_sha256": hashlib.sha256(b"{}\n").hexdigest(), "command": f"make {name}"}
+    (folder / "MANIFEST.json").write_text(json.dumps({"checkpoints": entries}, indent=2) + "\n")
+    return entries
+
+
+def test_the_build_copies_exactly_the_manifest_files_after_their_sha256_check(tmp_path):
+    setup = load_script(ROOT / "setup.py", "glide_minimal_setup")
+    source = tmp_path / "data" / "checkpoints"
+    write_registry(source, {"a": b"weights of a", "b": b"weights of b"})
+    (source / "notes.txt").write_text("not in the MANIFEST: stays out of the wheel\n")
+    target = tmp_path / "build" / "lib" / "glide_minimal" / "_data" / "checkpoints"
+    copied = setup.copy_checkpoints(source, target)
+    assert sorted(p.name for p in copied) == ["MANIFEST.json", "a.json", "a.safetensors", "b.json", "b.safetensors"]
+    assert sorted(p.name for p in target.iterdir()) == sorted(p.name for p in copied)
+    assert (target / "a.safetensors").read_bytes() == b"weights of a"
+
+
+def test_the_build_refuses_a_file_that_fails_its_sha256_or_is_missing(tmp_path):
+    setup = load_script(ROOT / "setup.py", "glide_minimal_setup")
+    source = tmp_path / "checkpoints"
+    write_registry(source, {"a": b"weights of a"})
+    (source / "a.safetensors").write_bytes(b"weights of A")
+    with pytest.raises(SystemExit, match=r"a\.safetensors does not match the sha256 .* re-run make a"):
+        setup.checkpoint_files(source)
+    (source / "a.safetensors").unlink()
+    with pytest.raises(SystemExit, match=r"a\.safetensors \('a' in .*MANIFEST\.json\) is missing"):
+        setup.checkpoint_files(source)
+    (source / "MANIFEST.json").write_text('{"checkpoints": {\n  "a": {,\n}}\n')
+    with pytest.raises(SystemExit, match=r"MANIFEST\.json is not valid JSON: line 2"):
+        setup.checkpoint_files(source)
+    with pytest.raises(SystemExit, match="is missing: a wheel without the shipped checkpoints"):
+        setup.checkpoint_files(tmp_path / "nowhere")
+
+
+def test_the_shipped_checkpoints_pass_the_build_check():
+    setup = load_script(ROOT / "setup.py", "glide_minimal_setup")
+    files = setup.checkpoint_files(ROOT / "data" / "checkpoints")
+    manifest = json.loads((ROOT / "data" / "checkpoints" / "MANIFEST.json").read_text())["checkpoints"]
+    assert len(files) == 1 + 2 * len(manifest)
+    assert not [f for f in files if f.endswith((".ipynb", ".pt", ".ckpt"))]
+
+
+def test_the_build_hook_is_wired_and_the_sdist_carries_the_checkpoints():
+    setup_py = (ROOT / "setup.py").read_text()
+    assert 'cmdclass={"build_py": build_py_with_checkpoints}' in setup_py
+    assert pyproject()["build-system"]["build-backend"] == "setuptools.build_meta"
+    manifest_in = (ROOT / "MANIFEST.in").read_text().splitlines()
+    assert "graft data/checkpoints" in manifest_in and "include setup.py" in manifest_in
+
+
+def test_an_installed_torch_in_range_satisfies_the_package():
+    # pip keeps a torch that satisfies the requirement: no upper bound, no exact pin, no local-version pin
+    torch = pyproject_requirements()["torch"]
+    assert all(s.operator == ">=" for s in torch.specifier), torch
+    for installed in ("2.3.0", "2.13.0+cpu", "2.13.0", "3.0.0"):
+        assert torch.specifier.contains(installed, prereleases=True), installed
+
+
+def test_readme_quick_start_names_only_shipped_pipelines_and_ci_runs_it():
+    check = load_script(ROOT / "scripts" / "check_wheel.py", "check_wheel")
+    snippet = check.quick_start((ROOT / "README.md").read_text())
+    compile(snippet, "README quick start", "exec")
+    names = re.findall(r'load_pipeline\("([^"]+)"\)', snippet)
+    assert "tutorial-ddpm" in names and "tutorial-inpaint" in names
+    shipped = set(json.loads((ROOT / "data" / "checkpoints" / "MANIFEST.json").read_text())["checkpoints"])
+    aliases = {"tutorial-inpaint": "tutorial-text-inpaint"}  # glide_minimal.pipeline.INPAINT_PIPELINES
+    assert not [n for n in names if aliases.get(n, n) not in shipped], names
+    assert "make wheel-check" in (ROOT / ".ci" / "run").read_text()
+    assert re.search(r"^wheel-check:.*\n\t.*scripts/check_wheel\.py", (ROOT / "Makefile").read_text(), re.M)
+    assert check.torch_pin((ROOT / "requirements-ci.txt").read_text()) == "torch==2.13.0"
+
+
+def test_readme_documents_the_install_and_the_lookup_order():
+    readme = (ROOT / "README.md").read_text()
+    assert "pip install torch --index-url https://download.pytorch.org/whl/cpu" in readme
+    assert re.search(r"The wheel .* is \d+ MB", readme, re.S)
+    order = re.search(r"^### Where checkpoints come from\n(.*?)(?=^#)", readme, re.M | re.S).group(1)
+    items = re.findall(r"^(\d)\. (.*)", order, re.M)
+    assert [n for n, _ in items] == ["1", "2", "3", "4"]
+    for (_, text), needle in zip(items, ("$GLIDE_MINIMAL_CHECKPOINTS", "$GLIDE_MINIMAL_CACHE", "_data/checkpoints",
+                                         "data/checkpoints")):
+        assert needle in text, (needle, text)
+    assert readme.count("### Where checkpoints come from") == 1

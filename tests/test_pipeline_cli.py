@@ -71,8 +71,20 @@ def test_bad_steps_error(pipe, steps, message):
 
 
 def test_num_images_below_one_is_an_error(pipe):
-    with pytest.raises(ValueError, match="num_images must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="num_images must be a whole number >= 1, got 0"):
         pipe(0)
+
+
+@pytest.mark.parametrize(("steps", "sampler"),
+                         [(1, "ancestral"), (1, "ddim"), ("ddim1", "ddim"), ("ddim1", "ancestral")])
+def test_a_one_step_chain_samples_through_the_shipped_pipeline(monkeypatch, steps, sampler):
+    monkeypatch.setenv("GLIDE_MINIMAL_CHECKPOINTS", str(SHIPPED))
+    pipe = load_pipeline("tutorial-ddpm", "cpu")
+    images = pipe(1, steps=steps, sampler=sampler, seed=0)
+    assert pipe.diffusion(steps).num_timesteps == 1
+    m = pipe.cfg.model
+    assert images.shape == (1, m.in_channels, m.image_size, m.image_size)
+    assert torch.isfinite(images).all() and 0 <= images.min() and images.max() <= 1
 
 
 def test_image_grid_lays_out_rows_with_padding():

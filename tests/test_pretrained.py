@@ -174,3 +174,140 @@ def test_shipped_checkpoint_verifies_and_loads(name, monkeypatch):
         model, cfg = pretrained.load_model(name)
         assert sorted(model.state_dict()) == sorted(weights)
         assert cfg == config_from_dict(config)
+
+
+# ---- where names are looked up (README.md, "Where checkpoints come from") ---------------------------------
+
+@pytest.fixture
+def places(tmp_path, tiny, monkeypatch):
+    """The four places of the lookup order as temporary folders: {label: folder}, none of them the real ones.
+
+    "everywhere" is in the cache, the package data and the checkout; "installed" in the package data and the
+    checkout; "checkout-only" in the checkout. Each entry's command says which folder it came from.
+    """
+    cfg, model = tiny
+    folders = {"env": tmp_path / "env", "cache": tmp_path / "cache" / "checkpoints",
+               "package": tmp_path / "site-packages" / "glide_minimal" / "_data" / "checkpoints",
+               "checkout": tmp_path / "repo" / "data" / "checkpoints"}
+    names = {"env": ["tiny-env"], "cache": ["everywhere"], "package": ["everywhere", "installed"],
+             "checkout": ["everywhere", "installed", "checkout-only"]}
+    for where, listed in names.items():
+        for name in listed:
+            pretrained.publish(name, model.state_dict(), cfg.to_dict(), record={"command": f"made in {where}"},
+                               root=folders[where])
+    (tmp_path / "repo" / "pyproject.toml").write_text("[project]\nname = 'glide-minimal'\n")
+    monkeypatch.delenv("GLIDE_MINIMAL_CHECKPOINTS", raising=False)
+    monkeypatch.setenv("GLIDE_MINIMAL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(pretrained, "PACKAGE_DATA", folders["package"])
+    monkeypatch.setattr(pretrained, "CHECKOUT_DATA", folders["checkout"])
+    return folders
+
+
+def test_cache_then_package_data_then_checkout(places):
+    assert [loc.path for loc in pretrained.search_path()] == [places["cache"], places["package"], places["checkout"]]
+    assert pretrained.available() == ["checkout-only", "everywhere", "installed"]
+    for name, where in (("everywhere", "cache"), ("installed", "package"), ("checkout-only", "checkout")):
+        loc, entry = pretrained.locate(name)
+        assert loc.path == places[where] and entry["command"] == f"made in {where}", name
+        assert pretrained.verified_path(name) == places[where] / f"{name}.safetensors"
+        assert pretrained.manifest()[name]["command"] == f"made in {where}"
+    assert pretrained.locate("installed")[0].installed and not pretrained.locate("everywhere")[0].installed
+    pretrained.load_model("installed")
+
+
+def test_checkpoints_variable_overrides_every_other_place(places, monkeypatch):
+    monkeypatch.setenv("GLIDE_MINIMAL_CHECKPOINTS", str(places["env"]))
+    assert [loc.path for loc in pretrained.search_path()] == [places["env"]]
+    assert pretrained.available() == ["tiny-env"] and pretrained.checkpoint_dir() == places["env"]
+    assert pretrained.locate("tiny-env")[0].path == places["env"]
+    with pytest.raises(KeyError, match="unknown checkpoint 'everywhere'; shipped: tiny-env; .*"
+                                       r"2\. user cache .*not searched: \$GLIDE_MINIMAL_CHECKPOINTS is set"):
+        pretrained.load_weights("everywhere")
+
+
+def test_the_cache_folder_defaults_to_the_home_cache(monkeypatch, tmp_path):
+    monkeypatch.delenv("GLIDE_MINIMAL_CACHE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert pretrained.cache_dir() == tmp_path / ".cache" / "glide-minimal"
+    assert pretrained.user_checkpoints() == tmp_path / ".cache" / "glide-minimal" / "checkpoints"
+    monkeypatch.setenv("GLIDE_MINIMAL_CACHE", str(tmp_path / "elsewhere"))
+    assert pretrained.user_checkpoints() == tmp_path / "elsewhere" / "checkpoints"
+
+
+def test_unknown_name_lists_every_place_it_looked_in(places):
+    with pytest.raises(KeyError) as err:
+        pretrained.load_weights("nowhere")
+    message = err.value.args[0]
+    assert message.startswith("unknown checkpoint 'nowhere'; shipped: checkout-only, everywhere, installed; looked in: ")
+    assert "1. $GLIDE_MINIMAL_CHECKPOINTS: not set" in message
+    assert f"2. user cache ($GLIDE_MINIMAL_CACHE or ~/.cache/glide-minimal) {places['cache']} (1 checkpoints)" in message
+    assert f"3. installed package data {places['package']} (2 checkpoints)" in message
+    assert f"4. source checkout {places['checkout']} (3 checkpoints)" in message
+
+
+def test_an_installed_package_without_a_checkout_looks_in_three_places(places, tmp_path, monkeypatch):
+    # site-packages/data/checkpoints (the folder issue 18's error named) is not a checkout: no pyproject.toml
+    stray = tmp_path / "site-packages" / "data" / "checkpoints"
+    stray.mkdir(parents=True)
+    monkeypatch.setattr(pretrained, "CHECKOUT_DATA", stray)
+    assert [loc.path for loc in pretrained.search_path()] == [places["cache"], places["package"]]
+    assert pretrained.available() == ["everywhere", "installed"]
+    assert pretrained.checkpoint_dir() == places["cache"]  # publish never writes into the installed package
+    with pytest.raises(KeyError, match=r"4\. source checkout: none \(an installed package\)"):
+        pretrained.entry("checkout-only")
+
+
+def test_a_source_checkout_publishes_into_its_data_folder(places):
+    assert pretrained.checkpoint_dir() == places["checkout"]
+
+
+def test_manifest_that_is_not_json_names_the_file_and_the_line(places):
+    path = places["cache"] / "MANIFEST.json"
+    lines = path.read_text().splitlines()
+    lines[3] = lines[3].rstrip(",")  # a missing comma on line 4
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(path.read_text())
+    message = re.escape(f"{path} is not valid JSON: line 5, column")
+    with pytest.raises(CheckpointError, match=message):
+        pretrained.available()
+    with pytest.raises(CheckpointError, match=message):
+        pretrained.load_weights("installed")
+    with pytest.raises(CheckpointError, match=re.escape(f"{path} is not valid JSON: line 5")):
+        pretrained.manifest(places["cache"])
+
+
+@pytest.mark.parametrize("which", ["file", "config"])
+def test_installed_data_failing_its_sha256_is_refused_asking_for_a_reinstall(places, which):
+    path = places["package"] / pretrained.entry("installed", places["package"])[which]
+    payload = bytearray(path.read_bytes())
+    payload[len(payload) // 2] ^= 0x01
+    path.write_bytes(bytes(payload))
+    what = "checkpoint file" if which == "file" else "config file"
+    message = (re.escape(f"{what} {path} has sha256 ") + ".* the installed glide-minimal package is damaged; "
+               + re.escape("reinstall it: pip install --force-reinstall --no-deps <the same wheel, folder or git+URL>"))
+    with pytest.raises(CheckpointError, match=message):
+        pretrained.load_weights("installed")
+    path.unlink()
+    with pytest.raises(CheckpointError, match=re.escape(f"{what} {path} for 'installed' is missing: ") + ".*reinstall"):
+        pretrained.load_weights("installed")
+    pretrained.load_weights("checkout-only")  # the other folders are not affected
+
+
+def test_a_tampered_config_outside_the_package_names_the_command(tmp_path, tiny):
+    cfg, model = tiny
+    pretrained.publish("tiny", model.state_dict(), cfg.to_dict(), record=RECORD, root=tmp_path)
+    (tmp_path / "tiny.json").write_text("{}\n")
+    with pytest.raises(CheckpointError, match=re.escape(f"config file {tmp_path / 'tiny.json'} has sha256 ")
+                       + ".*re-run pytest tests/test_pretrained.py"):
+        pretrained.load_weights("tiny", root=tmp_path)
+
+
+def test_this_checkout_finds_its_shipped_checkpoints(monkeypatch, tmp_path):
+    if not SHIPPED_ENTRIES:
+        pytest.skip("no shipped checkpoints")
+    monkeypatch.delenv("GLIDE_MINIMAL_CHECKPOINTS", raising=False)
+    monkeypatch.setenv("GLIDE_MINIMAL_CACHE", str(tmp_path / "empty-cache"))
+    loc, _ = pretrained.locate("tutorial-ddpm")
+    assert loc.path in (SHIPPED, pretrained.PACKAGE_DATA)
+    assert set(SHIPPED_ENTRIES) <= set(pretrained.available())

@@ -28,8 +28,8 @@ class WordTokenizer:
 
     encode("a red circle") -> [ids]; padded_tokens_and_mask(["a red circle", ""]) -> tokens [N, L] long,
     mask [N, L] bool (True on real tokens). Lower-cases and ignores punctuation; an unknown word is an
-    error naming it and the nearest known words; a caption longer than the context is truncated with a
-    warning.
+    error naming it and the nearest known words, and a caption with no words ("!!!") is an error (only ""
+    is the empty caption); a caption longer than the context is truncated with a warning.
     """
 
     def __init__(self, words: Sequence[str], context_length: int):
@@ -50,8 +50,12 @@ class WordTokenizer:
     def encode(self, text: str) -> list[int]:
         if not isinstance(text, str):
             raise TypeError(f"a caption must be a string, got {type(text).__name__}")
+        words = self.split(text)
+        if text and not words:  # "" is the unconditional caption; "!!!" must not silently become it
+            raise ValueError(f"the prompt {text!r} has no words (punctuation is ignored), so the model would see the "
+                             "unconditional prompt \"\": write a caption, or pass \"\" for the unconditional model")
         ids = []
-        for word in self.split(text):
+        for word in words:
             if word not in self.ids:
                 near = difflib.get_close_matches(word, self.vocab[1:], n=3, cutoff=0.5)
                 hint = f"; did you mean {' or '.join(repr(w) for w in near)}?" if near else ""
