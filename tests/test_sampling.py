@@ -76,9 +76,10 @@ def test_ddim_with_eta0_is_deterministic_given_the_initial_noise():
                            p_sample_loop(d, toy_model, SHAPE, noise=noise, generator=gen(1)))
 
 
-def test_negative_eta_is_an_error():
-    with pytest.raises(ValueError, match="eta must be >= 0"):
-        ddim_sample_loop(diffusion(), toy_model, SHAPE, eta=-0.5)
+@pytest.mark.parametrize("eta", [-0.5, float("nan"), float("inf"), 1.5, True])
+def test_eta_outside_zero_one_is_an_error(eta):
+    with pytest.raises(ValueError, match=r"eta must be a finite number in \[0, 1\]"):
+        ddim_sample_loop(diffusion(), toy_model, SHAPE, eta=eta)
 
 
 @pytest.mark.parametrize("sampler", ["ancestral", "ddim"])

@@ -78,8 +78,9 @@ def ddim_sample_loop(diffusion: GaussianDiffusion, model_fn: Callable, shape: tu
 
     Returns x_0 [N, C, H, W], or (x_0, Trajectory) with return_trajectory.
     """
-    if eta < 0:
-        raise ValueError(f"eta must be >= 0, got {eta}")
+    # eta > 1 asks for more noise than the step has room for (a NaN square root); NaN passes `eta < 0`.
+    if not (isinstance(eta, (int, float)) and not isinstance(eta, bool) and 0 <= eta <= 1):
+        raise ValueError(f"eta must be a finite number in [0, 1] (0: deterministic DDIM, 1: DDPM's variance), got {eta!r}")
 
     def step(x, t):
         out = diffusion.p_mean_variance(model_fn, x, t, clip_denoised, denoised_fn, model_kwargs)
