@@ -12,15 +12,22 @@ import time
 
 import torch
 
+from .checks import check_count, check_device, check_finite_range, default_device
 from .config import Config, load_config
 from .diffusion import GaussianDiffusion, ddim_sample_loop, p_sample_loop
-from .models import build_model, example_inputs
-from .pipeline import check_count, check_device, check_finite_range
+from .models import WordTokenizer, build_model, example_inputs
+from .pipelines import TextPipeline, UpsamplePipeline, load_pipeline
+from .speed import RELEASE_UPSAMPLE_STEPS, fast_settings, official_settings
+from .train import Trainer
+
+# The caption the released-size cascade is timed on. The models have random weights and the released
+# BPE files are not shipped, so a word tokenizer over the caption's own words stands in: 8 tokens.
+BENCH_PROMPT = "an oil painting of a corgi on skis"
 
 
 def bench_device(device: str | None) -> torch.device:
     """The device to time on: `device` (checked), or cuda if available."""
-    return check_device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return check_device(device) if device is not None else default_device()
 
 
 def best_of(fn, repeats: int = 1) -> float:
@@ -65,8 +72,6 @@ def bench_sampler(config: str = "tutorial-ddpm", steps: int = 50, batch: int = 1
 
 def bench_train(config: str = "tutorial-ddpm", steps: int = 20, device: str | None = None) -> dict[str, float]:
     """Training images/s over `steps` steps after two warm-up steps."""
-    from .train import Trainer
-
     steps = check_count("steps", steps)
     if device is not None:
         check_device(device)
@@ -89,8 +94,6 @@ def bench_train(config: str = "tutorial-ddpm", steps: int = 20, device: str | No
 def bench_guidance(pipeline: str = "tutorial-text", steps: int = 25, batch: int = 16, repeats: int = 3,
                    device: str | None = None) -> dict[str, float]:
     """Seconds per sample of a shipped text pipeline: unguided, classifier-free (scale 3), CLIP (scale 3)."""
-    from .pipeline import load_pipeline
-
     steps, batch, repeats = check_count("steps", steps), check_count("batch", batch), check_count("repeats", repeats)
     pipe = load_pipeline(pipeline, device)
     prompts = ["a large red circle in the top left"] * batch
@@ -122,38 +125,52 @@ def released_configs(scale: str = "full") -> tuple[Config, Config]:
     return tuple(configs)
 
 
+def stand_in_cascade(base_cfg: Config, up_cfg: Config, device: torch.device) -> TextPipeline:
+    """The released-size cascade (random weights, seed 0) as the pipelines users run: a TextPipeline whose
+    upsample=True drives the UpsamplePipeline, both tokenizing BENCH_PROMPT with a stand-in word tokenizer."""
+    torch.manual_seed(0)
+    base, upsampler = (build_model(c).to(device).eval() for c in (base_cfg, up_cfg))
+    words = BENCH_PROMPT.split()
+    up = UpsamplePipeline(upsampler, up_cfg, device, tokenizer=WordTokenizer(words, up_cfg.model.text_ctx))
+    return TextPipeline(base, base_cfg, device, upsampler=up, tokenizer=WordTokenizer(words, base_cfg.model.text_ctx))
+
+
 def bench_released(scale: str = "full", batch: int = 1, base_steps: str = "100", fast_base_steps: str = "ddim25",
-                   upsample_steps: str = "fast27", fast_upsample_steps: str = "ddim10", compile: bool = False,
-                   repeats: int = 3, device: str | None = None, guidance_scale: float = 3.0) -> dict:
-    """Time the cascade under the official settings and ours, on the same random-init models.
+                   upsample_steps: str = RELEASE_UPSAMPLE_STEPS, fast_upsample_steps: str = "ddim10",
+                   compile: bool = False, repeats: int = 3, device: str | None = None,
+                   guidance_scale: float = 3.0) -> dict:
+    """Time the cascade (TextPipeline(upsample=True), what users run) under the official settings and ours,
+    on the same random-init models.
 
     Returns {"device", "batch", "configs": [(name, parameters)] x2, "rows": [official, fast], "ratio"}; each row
     has base_forward_s (one CFG forward, batch 2N), upsample_forward_s (batch N) and image_s (the whole
     cascade / N). ratio: official / fast for each of the three.
     """
-    from .speed import caption_inputs, cascade, fast_settings, official_settings, prepare
-
     batch, repeats = check_count("batch", batch), check_count("repeats", repeats)
     check_finite_range("guidance_scale", guidance_scale, 0)
     device = bench_device(device)
     base_cfg, up_cfg = released_configs(scale)
-    torch.manual_seed(0)
-    base, upsampler = (build_model(c).to(device).eval() for c in (base_cfg, up_cfg))
-    cond, uncond = caption_inputs(base_cfg, batch, device)
+    pipe = stand_in_cascade(base_cfg, up_cfg, device)
+    up = pipe.upsampler
+    prompts = [BENCH_PROMPT] * batch
     g = torch.Generator().manual_seed(1)
     s, s_up = base_cfg.model.image_size, up_cfg.model.image_size
     x_base = torch.randn(2 * batch, 3, s, s, generator=g).to(device)  # the CFG pair, as one batch
     x_up, low_res = torch.randn(batch, 3, s_up, s_up, generator=g).to(device), torch.randn(batch, 3, s, s, generator=g).to(device)
     t_base, t_up = torch.full((2 * batch,), 500, device=device), torch.full((batch,), 500, device=device)
-    both = {k: torch.cat([cond[k], uncond[k]]) for k in cond}
+    both = pipe.tokens(prompts + [""] * batch)
+    cond = up.tokenizer.padded_tokens_and_mask(prompts)
+    cond = {"tokens": cond[0].to(device), "mask": cond[1].to(device)}
     rows = []
     for settings in (official_settings(base_steps, upsample_steps),
                      fast_settings(device, fast_base_steps, fast_upsample_steps, compile)):
-        base_fn, up_fn = prepare(base, settings), prepare(upsampler, settings)
-        base_forward = torch.no_grad()(lambda: base_fn(x_base, t_base, **both))
-        up_forward = torch.no_grad()(lambda: up_fn(x_up, t_up, **cond, low_res=low_res))
+        pipe.optimize(settings), up.optimize(settings)
+        base_forward = torch.no_grad()(lambda: pipe.model_fn(x_base, t_base, **both))
+        up_forward = torch.no_grad()(lambda: up.model_fn(x_up, t_up, **cond, low_res=low_res))
         base_forward(), up_forward()  # warm-up (and, with compile, compilation)
-        run = lambda: cascade(base_fn, up_fn, base_cfg, up_cfg, settings, cond, uncond, guidance_scale)
+        run = lambda: pipe(prompts, guidance_scale=guidance_scale, steps=settings.base_steps,  # noqa: E731
+                           sampler=settings.base_sampler, upsample=True, upsample_steps=settings.upsample_steps,
+                           upsample_sampler=settings.upsample_sampler, seed=0)
         rows.append({"setting": settings.name, "precision": settings.precision,
                      "layout": "channels_last" if settings.channels_last else "contiguous", "compile": settings.compile,
                      "base_steps": f"{settings.base_steps} {settings.base_sampler}",
@@ -162,9 +179,10 @@ def bench_released(scale: str = "full", batch: int = 1, base_steps: str = "100",
                      "image_s": best_of(run, 1) / batch})
     official, fast = rows
     ratio = {k: official[k] / fast[k] for k in ("base_forward_s", "upsample_forward_s", "image_s")}
-    count = lambda m: sum(p.numel() for p in m.parameters())
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     return {"device": str(device), "batch": batch, "scale": scale, "guidance_scale": guidance_scale,
-            "configs": [(base_cfg.name, count(base)), (up_cfg.name, count(upsampler))], "rows": rows, "ratio": ratio}
+            "configs": [(base_cfg.name, count(pipe.model)), (up_cfg.name, count(up.model))], "rows": rows,
+            "ratio": ratio}
 
 
 def format_released(r: dict) -> str:

@@ -6,8 +6,23 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Callable, NamedTuple
 
+import matplotlib.pyplot as plt
 import torch
+import yaml
+from PIL import features
+
+from .bench import bench_guidance, bench_released, bench_sampler, bench_train, format_released
+from .checkpoint import CheckpointError
+from .checks import SAMPLERS, SEED_MAX, SEED_RULE, check_device, finite_range_rule
+from .config import available_configs, load_config, parse_override
+from .convert import DTYPES, convert
+from .fetch import DownloadError, fetch, sha256_file
+from .memory import format_report
+from .pipelines import ClassPipeline, InpaintPipeline, TextPipeline, UpsamplePipeline, load_pipeline
+from .train import Trainer, TrainingDiverged
+from .viz import image_grid
 
 # --out of `sample`: extension -> the format matplotlib's imsave writes (PIL for the bitmaps).
 IMAGE_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff", ".gif": "gif",
@@ -16,8 +31,6 @@ IMAGE_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff",
 
 def _webp_available() -> bool:
     try:
-        from PIL import features
-
         return bool(features.check("webp"))
     except Exception:  # noqa: BLE001 - an old or odd PIL: leave webp out
         return False
@@ -50,8 +63,6 @@ def whole_number(minimum: int):
 
 def finite_number(lo: float | None = None, hi: float | None = None):
     """A type for a float flag: finite (no nan, no inf) and in [lo, hi]."""
-    from .pipeline import finite_range_rule
-
     def parse(text: str) -> float:
         try:
             value = float(text)
@@ -65,8 +76,6 @@ def finite_number(lo: float | None = None, hi: float | None = None):
 
 
 def seed_number(text: str) -> int:
-    from .pipeline import SEED_MAX, SEED_RULE
-
     try:
         value = int(text)
     except ValueError:
@@ -77,8 +86,6 @@ def seed_number(text: str) -> int:
 
 
 def device_name(text: str) -> str:
-    from .pipeline import check_device
-
     try:
         check_device(text)
     except ValueError as e:
@@ -108,8 +115,6 @@ def image_path(text: str) -> str:
 
 
 def save_grid(path: str, grid) -> None:
-    import matplotlib.pyplot as plt
-
     plt.imsave(path, grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1,
                format=IMAGE_FORMATS[Path(path).suffix.lower()])
 
@@ -127,15 +132,10 @@ def error_message(e: BaseException) -> str:
 
 
 def _overrides(items: list[str]) -> dict:
-    from .config import parse_override
-
     return dict(parse_override(i) for i in items or [])
 
 
 def cmd_train(args) -> int:
-    from .config import load_config
-    from .train import Trainer, TrainingDiverged
-
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = load_config(args.config, _overrides(args.set))
@@ -152,41 +152,40 @@ def cmd_train(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    from .pipeline import ClassPipeline, InpaintPipeline, TextPipeline, UpsamplePipeline, load_pipeline
-    from .viz import image_grid
-
     if args.threads:
         torch.set_num_threads(args.threads)
     pipe = load_pipeline(args.pipeline, args.device)
-    common = dict(steps=args.steps, sampler=args.sampler, eta=args.eta, seed=args.seed, progress=not args.no_progress)
     if isinstance(pipe, (UpsamplePipeline, InpaintPipeline)):
-        raise ValueError(f"{args.pipeline} takes images as well as prompts (an upsampler or an inpainting pipeline): use "
-                         "the Python API, or sample a text pipeline with --upsample for the whole cascade")
+        raise ValueError(f"{args.pipeline} takes images as well as prompts (an upsampler or an inpainting pipeline): "
+                         "use the Python API, or sample a text pipeline with --upsample for the whole cascade")
     if args.upsample and not isinstance(pipe, TextPipeline):
         raise ValueError(f"--upsample runs a text pipeline's cascade; {args.pipeline} is not a text pipeline")
-    if isinstance(pipe, TextPipeline):
-        if args.prompt is None:
-            raise ValueError(f"{args.pipeline} is text-conditional: pass --prompt, e.g. --prompt \"a large red circle in the center\"")
-        prompt = args.prompt if len(args.prompt) > 1 else args.prompt[0]
-        images = pipe(prompt, num_images=None if len(args.prompt) > 1 else args.num_images,
-                      guidance_scale=args.guidance_scale, guidance=args.guidance, upsample=args.upsample, **common)
-    elif isinstance(pipe, ClassPipeline):
-        if not args.labels:
-            raise ValueError(f"{args.pipeline} is class-conditional: pass --labels, e.g. --labels 3 3 7")
-        images = pipe(args.labels, guidance_scale=args.guidance_scale, method=args.method, **common)
-    else:
-        if args.labels:
-            raise ValueError(f"{args.pipeline} is unconditional: it takes --num-images, not --labels")
-        images = pipe(args.num_images, **common)
+    images = _sample(pipe, args)
     save_grid(args.out, image_grid(images, nrow=args.nrow))
     print(f"wrote {args.out}: {len(images)} images of {tuple(images.shape[1:])}")
     return 0
 
 
-def cmd_info(args) -> int:
-    from .config import available_configs, load_config
-    from .memory import format_report
+def _sample(pipe, args) -> torch.Tensor:
+    """Images [N, C, H, W] in [0, 1] of a text, class-conditional or unconditional pipeline, with the flags it takes."""
+    common = dict(steps=args.steps, sampler=args.sampler, eta=args.eta, seed=args.seed, progress=not args.no_progress)
+    if isinstance(pipe, TextPipeline):
+        if args.prompt is None:
+            raise ValueError(f"{args.pipeline} is text-conditional: pass --prompt, e.g. --prompt "
+                             "\"a large red circle in the center\"")
+        prompt = args.prompt if len(args.prompt) > 1 else args.prompt[0]
+        return pipe(prompt, num_images=None if len(args.prompt) > 1 else args.num_images,
+                    guidance_scale=args.guidance_scale, guidance=args.guidance, upsample=args.upsample, **common)
+    if isinstance(pipe, ClassPipeline):
+        if not args.labels:
+            raise ValueError(f"{args.pipeline} is class-conditional: pass --labels, e.g. --labels 3 3 7")
+        return pipe(args.labels, guidance_scale=args.guidance_scale, method=args.method, **common)
+    if args.labels:
+        raise ValueError(f"{args.pipeline} is unconditional: it takes --num-images, not --labels")
+    return pipe(args.num_images, **common)
 
+
+def cmd_info(args) -> int:
     if args.list or not args.config:
         print("\n".join(available_configs()))
         return 0
@@ -197,8 +196,6 @@ def cmd_info(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import bench_guidance, bench_released, bench_sampler, bench_train, format_released
-
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.what == "released":
@@ -209,107 +206,102 @@ def cmd_bench(args) -> int:
     args.batch = args.batch or 16
     if args.what in ("sampler", "train"):
         args.config = args.config or "tutorial-ddpm"
-    if args.what == "sampler":
-        r = bench_sampler(args.config, args.steps, args.batch, args.repeats, args.device)
-        print(f"{'what':<24}{'seconds':>10}{'vs bare':>10}")
-        print(f"{f'{args.steps} bare forwards':<24}{r['bare_s']:>10.3f}{'1.000':>10}")
-        print(f"{'ancestral loop':<24}{r['ancestral_s']:>10.3f}{r['ancestral_s'] / r['bare_s']:>10.3f}")
-        print(f"{'ddim loop':<24}{r['ddim_s']:>10.3f}{r['ddim_s'] / r['bare_s']:>10.3f}")
-        print(f"sampler overhead: ancestral {100 * r['ancestral_overhead']:.1f} %, ddim {100 * r['ddim_overhead']:.1f} % "
-              f"(config {args.config}, batch {args.batch}, best of {args.repeats})")
-    elif args.what == "guidance":
-        pipeline = args.config or "tutorial-text"
-        r = bench_guidance(pipeline, args.steps, args.batch, args.repeats, args.device)
-        none = r["none_s_per_sample"]
-        print(f"{'guidance':<12}{'s/sample':>10}{'vs none':>10}")
-        for k in ("none", "cfg", "clip"):
-            print(f"{k:<12}{r[f'{k}_s_per_sample']:>10.4f}{r[f'{k}_s_per_sample'] / none:>10.2f}")
-        print(f"(pipeline {pipeline}, {args.steps} steps, batch {args.batch}, best of {args.repeats})")
-    else:
-        r = bench_train(args.config, args.steps, args.device)
-        print(f"train {args.config}: {r['images_per_s']:.1f} images/s ({r['s_per_step']:.3f} s/step at batch {r['batch_size']})")
+    {"sampler": _bench_sampler, "guidance": _bench_guidance, "train": _bench_train}[args.what](args)
     return 0
 
 
-def cmd_fetch(args) -> int:
-    from .fetch import fetch, sha256_file
+def _bench_sampler(args) -> None:
+    r = bench_sampler(args.config, args.steps, args.batch, args.repeats, args.device)
+    print(f"{'what':<24}{'seconds':>10}{'vs bare':>10}")
+    print(f"{f'{args.steps} bare forwards':<24}{r['bare_s']:>10.3f}{'1.000':>10}")
+    print(f"{'ancestral loop':<24}{r['ancestral_s']:>10.3f}{r['ancestral_s'] / r['bare_s']:>10.3f}")
+    print(f"{'ddim loop':<24}{r['ddim_s']:>10.3f}{r['ddim_s'] / r['bare_s']:>10.3f}")
+    print(f"sampler overhead: ancestral {100 * r['ancestral_overhead']:.1f} %, ddim {100 * r['ddim_overhead']:.1f} % "
+          f"(config {args.config}, batch {args.batch}, best of {args.repeats})")
 
+
+def _bench_guidance(args) -> None:
+    pipeline = args.config or "tutorial-text"
+    r = bench_guidance(pipeline, args.steps, args.batch, args.repeats, args.device)
+    print(f"{'guidance':<12}{'s/sample':>10}{'vs none':>10}")
+    for key, seconds in r.items():  # {"none_s_per_sample": ..., "cfg_s_per_sample": ..., ...}: bench's guidances
+        print(f"{key.removesuffix('_s_per_sample'):<12}{seconds:>10.4f}{seconds / r['none_s_per_sample']:>10.2f}")
+    print(f"(pipeline {pipeline}, {args.steps} steps, batch {args.batch}, best of {args.repeats})")
+
+
+def _bench_train(args) -> None:
+    r = bench_train(args.config, args.steps, args.device)
+    print(f"train {args.config}: {r['images_per_s']:.1f} images/s ({r['s_per_step']:.3f} s/step at batch "
+          f"{r['batch_size']})")
+
+
+def cmd_fetch(args) -> int:
     out = fetch(args.url, args.out, args.sha256, progress=not args.no_progress, retries=args.retries)
     print(f"{out}: sha256 {sha256_file(out)} verified")
     return 0
 
 
 def cmd_convert(args) -> int:
-    from .convert import convert
-
     out = convert(args.released, args.out, args.config, args.dtype)
     print(f"wrote {out} and {out.with_suffix('.json')}: load with gm.load_pipeline({str(out)!r}) "
           "or gm.pretrained.load_model")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The command line; returns the exit code: 0, 2 for bad input (one line on stderr), 3 for a diverged run.
-    An unexpected exception (a bug) is not caught: its traceback shows."""
-    import yaml
+# -- the parser: one function per subcommand's flags ------------------------------------------------------------
+COUNT, NATURAL = whole_number(1), whole_number(0)  # flag types: counts >= 1; labels and retries >= 0
 
-    from .checkpoint import CheckpointError
-    from .fetch import DownloadError
-    from .pipeline import ClassPipeline, TextPipeline
 
-    count, natural = whole_number(1), whole_number(0)
-    parser = OneLineParser(prog="glide-minimal", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("train", help="train a model from a config (runs unchanged under torchrun)")
+def _train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="config name (see `glide-minimal info --list`) or a .yaml path")
     p.add_argument("--out", help="output folder for checkpoint, config and log (default runs/<config>)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--max-steps", type=int, help="stop at this step (default: the config's train.max_steps)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. train.lr=1e-4")
     p.add_argument("--device", type=device_name, help="cpu, cuda, cuda:1 (default: cuda if available)")
-    p.add_argument("--threads", type=count, help="torch CPU threads")
+    p.add_argument("--threads", type=COUNT, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("sample", help="sample a grid of images from a shipped pipeline")
+
+def _sample_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pipeline", required=True, help="a shipped checkpoint name, e.g. tutorial-ddpm")
-    p.add_argument("--num-images", type=count, default=16,
+    p.add_argument("--num-images", type=COUNT, default=16,
                    help="unconditional pipelines, or images of one --prompt: how many images")
-    p.add_argument("--labels", type=natural, nargs="+", help="class-conditional pipelines: one label per image")
-    p.add_argument("--prompt", nargs="+", help="text pipelines: a caption (several: one image each); \"\" = unconditional")
+    p.add_argument("--labels", type=NATURAL, nargs="+", help="class-conditional pipelines: one label per image")
+    p.add_argument("--prompt", nargs="+",
+                   help="text pipelines: a caption (several: one image each); \"\" = unconditional")
     p.add_argument("--guidance", default="cfg", choices=TextPipeline.GUIDANCE, help="text guidance")
     p.add_argument("--guidance-scale", type=finite_number(0), default=3.0, help="0 or more (finite)")
     p.add_argument("--upsample", action="store_true",
                    help="text pipelines: run the cascade, the base model then its -upsample checkpoint (fast27)")
     p.add_argument("--method", default="cfg", choices=ClassPipeline.METHODS, help="class guidance")
     p.add_argument("--steps", default=None, help="sampling steps or a respacing spec (100, ddim50, fast27)")
-    p.add_argument("--sampler", default="ancestral", choices=["ancestral", "ddim"])
+    p.add_argument("--sampler", default="ancestral", choices=SAMPLERS)
     p.add_argument("--eta", type=finite_number(0, 1), default=0.0, help="DDIM noise in [0, 1]")
     p.add_argument("--seed", type=seed_number, default=0)
-    p.add_argument("--nrow", type=count, default=8, help="images per row of the grid")
+    p.add_argument("--nrow", type=COUNT, default=8, help="images per row of the grid")
     p.add_argument("--out", type=image_path, default="samples.png",
                    help=f"the grid image, checked before sampling; extensions: {', '.join(IMAGE_FORMATS)}")
     p.add_argument("--device", type=device_name, help="cpu, cuda, cuda:1 (default: cuda if available)")
-    p.add_argument("--threads", type=count, help="torch CPU threads")
+    p.add_argument("--threads", type=COUNT, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("info", help="parameters, and training memory per GPU for DDP and FSDP")
+
+def _info_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config")
     p.add_argument("--list", action="store_true", help="list the config names")
-    p.add_argument("--gpus", type=int, default=1, help="GPUs the global batch (and, with FSDP, the model) is split over")
+    p.add_argument("--gpus", type=int, default=1,
+                   help="GPUs the global batch (and, with FSDP, the model) is split over")
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
-    p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("bench", help="benchmarks: sampler overhead, training throughput, guidance cost, the "
-                                     "released-size cascade (official settings vs ours)")
+
+def _bench_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("what", choices=["sampler", "train", "guidance", "released"])
     p.add_argument("--config", help="config (sampler, train; default tutorial-ddpm) or shipped pipeline (guidance; "
                                     "default tutorial-text)")
-    p.add_argument("--steps", type=count, default=50)
-    p.add_argument("--batch", type=count, help="images (default 16; released: 1)")
-    p.add_argument("--repeats", type=count, default=3)
+    p.add_argument("--steps", type=COUNT, default=50)
+    p.add_argument("--batch", type=COUNT, help="images (default 16; released: 1)")
+    p.add_argument("--repeats", type=COUNT, default=3)
     p.add_argument("--scale", default="full", choices=["full", "tiny"],
                    help="released: the released-size models, or tiny stand-ins (for tests)")
     p.add_argument("--base-steps", default="100", help="released: the official base steps (ancestral)")
@@ -319,38 +311,74 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fast-upsample-steps", default="ddim10", help="released: our upsampler steps (ddimN: DDIM)")
     p.add_argument("--compile", action="store_true", help="released: torch.compile the models in the fast setting")
     p.add_argument("--device", type=device_name)
-    p.add_argument("--threads", type=count)
-    p.set_defaults(func=cmd_bench)
+    p.add_argument("--threads", type=COUNT)
 
-    p = sub.add_parser("fetch", help="download a file (released checkpoints) with resume and a sha256 check")
+
+def _fetch_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("url")
     p.add_argument("--sha256", required=True, help="the file's expected sha256 (64 hex characters)")
     p.add_argument("--out", required=True, help="where to put it; the partial download is OUT.part until verified")
-    p.add_argument("--retries", type=natural, default=3, help="resume a dropped transfer this many times")
+    p.add_argument("--retries", type=NATURAL, default=3, help="resume a dropped transfer this many times")
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=cmd_fetch)
 
-    p = sub.add_parser("convert", help="released glide-text2im checkpoint(s) (.pt) -> safetensors + config JSON")
+
+def _convert_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("released", nargs="+", help="one released file (base.pt, upsample.pt, ...), or both noised CLIP "
                                                "files (clip_image_enc.pt clip_text_enc.pt) for one CLIP model")
     p.add_argument("--out", required=True, help="output .safetensors path (the config JSON goes next to it)")
     p.add_argument("--config", help="config name or path (default: the glide-filtered-* config of the file)")
-    p.add_argument("--dtype", default="keep", choices=["keep", "fp32", "fp16", "bf16"])
-    p.set_defaults(func=cmd_convert)
+    p.add_argument("--dtype", default="keep", choices=list(DTYPES))
 
+
+class Command(NamedTuple):
+    run: Callable[[argparse.Namespace], int]  # returns the exit code
+    add_flags: Callable[[argparse.ArgumentParser], None]
+    help: str
+
+
+# The dispatch table, in --help's order.
+COMMANDS = {
+    "train": Command(cmd_train, _train_flags, "train a model from a config (runs unchanged under torchrun)"),
+    "sample": Command(cmd_sample, _sample_flags, "sample a grid of images from a shipped pipeline"),
+    "info": Command(cmd_info, _info_flags, "parameters, and training memory per GPU for DDP and FSDP"),
+    "bench": Command(cmd_bench, _bench_flags, "benchmarks: sampler overhead, training throughput, guidance cost, the "
+                                              "released-size cascade (official settings vs ours)"),
+    "fetch": Command(cmd_fetch, _fetch_flags, "download a file (released checkpoints) with resume and a sha256 check"),
+    "convert": Command(cmd_convert, _convert_flags,
+                       "released glide-text2im checkpoint(s) (.pt) -> safetensors + config JSON"),
+}
+# Bad input the user can fix: main() reports it in one line, without a traceback.
+EXPECTED_ERRORS = (ValueError, KeyError, OSError, yaml.YAMLError, CheckpointError, DownloadError)
+
+
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog="glide-minimal", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, command in COMMANDS.items():
+        command.add_flags(sub.add_parser(name, help=command.help))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line; returns the exit code: 0, 2 for bad input (one line on stderr), 3 for a diverged run.
+    An unexpected exception (a bug) is not caught: its traceback shows."""
     try:
-        args = parser.parse_args(argv)
+        args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help (0), or a bad flag already reported in one line (2)
         return e.code if isinstance(e.code, int) else 0 if e.code is None else 2
     try:
-        return args.func(args)
-    except (ValueError, KeyError, OSError, yaml.YAMLError, CheckpointError, DownloadError) as e:
-        # Bad input the user can fix: one line, no traceback. Anything else is a bug and keeps its traceback,
-        # as does a KeyError of a bare key (a lookup that failed, not an "unknown name ..." message).
-        if isinstance(e, KeyError) and not (e.args and isinstance(e.args[0], str) and " " in e.args[0]):
+        return COMMANDS[args.command].run(args)
+    except EXPECTED_ERRORS as e:
+        if _is_bug(e):
             raise
         print(f"glide-minimal: error: {error_message(e)}", file=sys.stderr)
         return 2
+
+
+def _is_bug(e: BaseException) -> bool:
+    """A KeyError of a bare key is a lookup that failed (a bug, which keeps its traceback), not an "unknown
+    name ..." message."""
+    return isinstance(e, KeyError) and not (e.args and isinstance(e.args[0], str) and " " in e.args[0])
 
 
 if __name__ == "__main__":

@@ -12,9 +12,11 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
+
+from .checks import finite_range_rule
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -161,12 +163,15 @@ class Config:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
+# The valid values of every key with a fixed set of them: the one list the modules and the CLI use. A tuple key
+# (data.mask_kinds) takes one or more of them, checked by validate() for the models that use it.
 CHOICES = {
     "diffusion.noise_schedule": ("linear", "squaredcos_cap_v2"),
     "diffusion.model_var_type": ("fixed_small", "fixed_large", "learned_range"),
     "diffusion.loss_type": ("mse", "hybrid"),
     "diffusion.model_mean_type": ("eps", "v"),
     "data.dataset": ("digits", "shapesworld"),
+    "data.mask_kinds": ("box", "freeform"),
     "model.tokenizer": ("shapesworld", "glide-bpe"),
     "clip.tokenizer": ("shapesworld", "clip-bpe"),
     "clip.input_norm": ("none", "clip"),
@@ -175,16 +180,28 @@ CHOICES = {
     "train.parallel": ("ddp", "fsdp"),
     "task": ("diffusion", "classifier", "clip"),
 }
-# The valid range of every float key, as (the text an error shows, the test). validate() also requires every float
-# to be finite first: NaN fails no comparison (`nan < 0` is False), so a bare range check would let it through.
+
+
+class FloatRange(NamedTuple):
+    """A float key's valid range as checks.finite_range_rule takes it (None: unbounded), and what an end means."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    note: str = ""
+
+
+# The range of every float key that has one; every float key must be finite (NaN fails no comparison, so a bare
+# range check would let it through to a NaN loss).
 FLOAT_RANGES = {
-    "model.dropout": ("in [0, 1)", lambda v: 0.0 <= v < 1.0),
-    "data.p_uncond": ("in [0, 1)", lambda v: 0.0 <= v < 1.0),
-    "train.lr": ("a finite number > 0", lambda v: v > 0.0),
-    "train.weight_decay": ("a finite number >= 0 (0: no weight decay)", lambda v: v >= 0.0),
-    "train.ema_rate": ("in [0, 1)", lambda v: 0.0 <= v < 1.0),
+    "model.dropout": FloatRange(0, 1, hi_open=True),
+    "data.p_uncond": FloatRange(0, 1, hi_open=True),
+    "train.lr": FloatRange(0, lo_open=True),
+    "train.weight_decay": FloatRange(0, note="0: no weight decay"),
+    "train.ema_rate": FloatRange(0, 1, hi_open=True),
     # 0 is "off" as elsewhere in the configs (warmup_steps, crop_size, low_res_aug_max)
-    "train.grad_clip": ("a finite number > 0 (the largest gradient norm), or 0 for no clipping", lambda v: v >= 0.0),
+    "train.grad_clip": FloatRange(0, note="the largest gradient norm; 0: no clipping"),
 }
 SECTIONS = {"model": UNetConfig, "diffusion": DiffusionConfig, "data": DataConfig, "train": TrainConfig,
             "clip": CLIPConfig}
@@ -218,34 +235,52 @@ def _resolve_inherit(raw: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _check_choice(key: str, value: Any) -> None:
+    choices = CHOICES.get(key)
+    if choices and value not in choices:
+        raise ValueError(f"{key} = {value!r} is not valid; choose one of: {', '.join(choices)}")
+
+
+def float_error(key: str, value: Any) -> str | None:
+    """None if `value` is valid for the float key `key` (a finite number in its FLOAT_RANGES range); else the
+    error: "train.lr must be > 0, got 0.0", "train.lr must be a finite number > 0, got nan"."""
+    r = FLOAT_RANGES.get(key, FloatRange())
+    rule = finite_range_rule(value, r.lo, r.hi, lo_open=r.lo_open, hi_open=r.hi_open)
+    if rule is None:
+        return None
+    return f"{key} must be {rule}{f' ({r.note})' if r.note else ''}, got {value!r}"
+
+
+def _coerce(key: str, default: Any, value: Any) -> Any:
+    """A YAML value of `key` as the type of its default (lists become tuples, 3.0 an int, "1e-4" a float), or a
+    ValueError naming the key."""
+    if isinstance(default, tuple):
+        return tuple(value) if isinstance(value, (list, tuple)) else (value,)  # validate() checks the elements
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"{key} must be true or false, got {value!r}")
+    elif isinstance(default, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"{key} must be an integer, got {value!r}")
+    elif isinstance(default, float):
+        if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value.strip()):
+            value = float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ValueError(float_error(key, value))  # not a number: the message says what it must be
+        value = float(value)
+    _check_choice(key, value)
+    return value
+
+
 def _build_section(cls: type, section: str, values: dict[str, Any]) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in (values or {}).items():
         if key not in fields:
             raise ValueError(f"unknown key {section}.{key!r}; valid keys of {section!r}: {', '.join(fields)}")
-        default = fields[key].default
-        if isinstance(default, tuple):
-            value = tuple(value) if isinstance(value, (list, tuple)) else (value,)
-        elif isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise ValueError(f"{section}.{key} must be true or false, got {value!r}")
-        elif isinstance(default, int):
-            if isinstance(value, float) and value.is_integer():
-                value = int(value)
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise ValueError(f"{section}.{key} must be an integer, got {value!r}")
-        elif isinstance(default, float):
-            if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value.strip()):
-                value = float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                valid = FLOAT_RANGES.get(f"{section}.{key}", ("a finite number",))[0]
-                raise ValueError(f"{section}.{key} must be a number, got {value!r}; valid: {valid}")
-            value = float(value)
-        choices = CHOICES.get(f"{section}.{key}")
-        if choices and value not in choices:
-            raise ValueError(f"{section}.{key} = {value!r} is not valid; choose one of: {', '.join(choices)}")
-        kwargs[key] = value
+        kwargs[key] = _coerce(f"{section}.{key}", fields[key].default, value)
     return cls(**kwargs)
 
 
@@ -258,11 +293,37 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
             raise ValueError(f"unknown top-level key {key!r}; valid keys: {', '.join(sorted(top))}")
     sections = {s: _build_section(cls, s, raw.get(s) or {}) for s, cls in SECTIONS.items()}
     task = raw.get("task", "diffusion")
-    if task not in CHOICES["task"]:
-        raise ValueError(f"task = {task!r} is not valid; choose one of: {', '.join(CHOICES['task'])}")
+    _check_choice("task", task)
     cfg = Config(name=raw.get("name", "custom"), description=raw.get("description", ""), task=task, **sections)
     validate(cfg)
     return cfg
+
+
+def low_res_size(cfg: Config) -> int:
+    """The conditioning image's side for a super_res model: data.low_res_size, or image_size // 4 (GLIDE's 4x)."""
+    return cfg.data.low_res_size or max(1, cfg.model.image_size // 4)
+
+
+# -- validate: the checks across keys, one function per section ------------------------------------------------
+def validate(cfg: Config) -> None:
+    """Every check a Config must pass beyond its keys' types: each error names the key and what would be valid.
+
+    A CLIP config uses no U-Net, so its model section only has to be well-formed.
+    """
+    _validate_floats(cfg)
+    _validate_model(cfg.model)
+    _validate_train(cfg)
+    _validate_diffusion(cfg)
+    if cfg.task == "clip":
+        _validate_clip(cfg.clip)
+    elif cfg.task == "classifier":
+        _validate_classifier(cfg)
+    _validate_data(cfg)
+    if cfg.task != "clip":
+        _validate_unet(cfg.model)
+        _validate_super_res(cfg)
+        _validate_crops(cfg)
+        _validate_inpaint(cfg)
 
 
 def _positive(value: float, key: str) -> None:
@@ -275,24 +336,33 @@ def _validate_floats(cfg: Config) -> None:
     for section in SECTIONS:
         values = getattr(cfg, section)
         for f in dataclasses.fields(values):
-            value, key = getattr(values, f.name), f"{section}.{f.name}"
-            if not isinstance(f.default, float):
-                continue
-            valid, ok = FLOAT_RANGES.get(key, ("a finite number", lambda v: True))
-            if not math.isfinite(value) or not ok(value):
-                raise ValueError(f"{key} must be {valid}, got {value!r}")
+            if isinstance(f.default, float) and (error := float_error(f"{section}.{f.name}", getattr(values, f.name))):
+                raise ValueError(error)
 
 
-def validate(cfg: Config) -> None:
-    """Cross-field checks: each error names the key and what would be valid."""
-    m, d, t = cfg.model, cfg.diffusion, cfg.train
-    _validate_floats(cfg)
+def _validate_model(m: UNetConfig) -> None:
+    """Sizes and counts positive, classes or text (not both), and a caption transformer that splits into heads."""
     for key in ("image_size", "in_channels", "out_channels", "model_channels", "num_res_blocks", "num_head_channels",
                 "norm_groups"):
         _positive(getattr(m, key), f"model.{key}")
     if not m.channel_mult or any(mult <= 0 for mult in m.channel_mult):
         raise ValueError(f"model.channel_mult {list(m.channel_mult)} must be positive integers (each level's width is "
                          "model_channels * mult)")
+    if m.num_classes and m.text_ctx:
+        raise ValueError("a model is conditioned on classes (model.num_classes) or on text (model.text_ctx), not both")
+    if m.text_vocab_size < 0:
+        raise ValueError(f"model.text_vocab_size must be >= 0 (0: the tokenizer's size), got {m.text_vocab_size}")
+    if m.text_ctx:
+        # positive before divisible: `text_width % 0` would be a ZeroDivisionError, not an error naming the key
+        for key in ("text_width", "text_layers", "text_heads"):
+            _positive(getattr(m, key), f"model.{key}")
+        if m.text_width % m.text_heads:
+            raise ValueError(f"model.text_width {m.text_width} is not divisible by model.text_heads {m.text_heads}")
+
+
+def _validate_train(cfg: Config) -> None:
+    """Counts positive, micro-batches that split the batch, and what each task may be trained with."""
+    t = cfg.train
     for key in ("batch_size", "max_steps", "log_every", "ckpt_every", "grad_accum_steps"):
         _positive(getattr(t, key), f"train.{key}")
     if t.warmup_steps < 0:
@@ -308,67 +378,78 @@ def validate(cfg: Config) -> None:
     if cfg.task == "clip" and t.grad_accum_steps > 1:
         raise ValueError(f"train.grad_accum_steps {t.grad_accum_steps}: CLIP's contrastive loss compares every image "
                          "with every caption of its batch, so micro-batches would change the loss; use 1")
-    _positive(d.num_timesteps, "diffusion.num_timesteps")
     if t.init_from and cfg.task != "diffusion":
         raise ValueError(f"train.init_from fine-tunes a diffusion model; a {cfg.task} config cannot start from "
                          f"{t.init_from!r}")
-    if cfg.data.crop_size and cfg.task != "diffusion":
-        raise ValueError(f"data.crop_size is for diffusion models (fully convolutional); a {cfg.task} config takes whole "
-                         "images: set data.crop_size: 0")
-    if cfg.data.p_uncond > 0 and m.num_classes == 0 and m.text_ctx == 0:
-        raise ValueError("data.p_uncond > 0 needs a conditional model (model.num_classes > 0 or model.text_ctx > 0)")
-    if m.num_classes and m.text_ctx:
-        raise ValueError("a model is conditioned on classes (model.num_classes) or on text (model.text_ctx), not both")
-    conditioned = (cfg.task == "clip") or m.text_ctx > 0
-    if (cfg.data.dataset == "shapesworld") != conditioned and cfg.task != "classifier":
-        raise ValueError(f"data.dataset {cfg.data.dataset!r} does not fit the model: ShapesWorld has captions "
-                         "(set model.text_ctx > 0, or task: clip); digits have class labels")
-    if cfg.data.max_objects not in (1, 2):
-        raise ValueError(f"data.max_objects must be 1 or 2, got {cfg.data.max_objects}")
-    if m.text_vocab_size < 0:
-        raise ValueError(f"model.text_vocab_size must be >= 0 (0: the tokenizer's size), got {m.text_vocab_size}")
-    if m.text_ctx:
-        # positive before divisible: `text_width % 0` would be a ZeroDivisionError, not an error naming the key
-        for key in ("text_width", "text_layers", "text_heads"):
-            _positive(getattr(m, key), f"model.{key}")
-        if m.text_width % m.text_heads:
-            raise ValueError(f"model.text_width {m.text_width} is not divisible by model.text_heads {m.text_heads}")
-    if cfg.task == "clip":
-        c = cfg.clip
-        for key in ("image_size", "in_channels", "patch_size", "width", "layers", "heads", "text_ctx", "text_width",
-                    "text_layers", "text_heads", "embed_dim", "num_timesteps"):
-            _positive(getattr(c, key), f"clip.{key}")
-        if c.image_size % c.patch_size:
-            raise ValueError(f"clip.image_size {c.image_size} is not divisible by clip.patch_size {c.patch_size}")
-        for width, heads in (("width", "heads"), ("text_width", "text_heads")):
-            w, h = getattr(c, width), getattr(c, heads)
-            if w % h:
-                raise ValueError(f"clip.{width} {w} is not divisible by clip.{heads} {h} (each head takes an equal "
-                                 "share of the width)")
-        if c.image_size != cfg.data.image_size:
-            raise ValueError(f"data.image_size ({cfg.data.image_size}) must equal clip.image_size ({c.image_size})")
-        if c.vocab_size < 0:
-            raise ValueError(f"clip.vocab_size must be >= 0 (0: the tokenizer's size), got {c.vocab_size}")
-        return
-    if cfg.task == "classifier":
-        if m.super_res or m.inpaint:
-            raise ValueError("a classifier config (task: classifier) takes no model.super_res or model.inpaint inputs")
-        if m.learn_sigma or m.num_classes or cfg.data.p_uncond:
-            raise ValueError("a classifier config (task: classifier) takes model.out_channels = number of classes and "
-                             "no model.learn_sigma, model.num_classes or data.p_uncond")
-    elif (d.model_var_type == "learned_range") != m.learn_sigma:
+
+
+def _validate_diffusion(cfg: Config) -> None:
+    """A chain of at least one step; a denoiser's variance, its loss and model.learn_sigma that agree."""
+    d, m = cfg.diffusion, cfg.model
+    _positive(d.num_timesteps, "diffusion.num_timesteps")
+    if cfg.task != "diffusion":
+        return  # a classifier or a CLIP is trained on q_sample only: no variance, no loss of the chain
+    if (d.model_var_type == "learned_range") != m.learn_sigma:
         raise ValueError(
             f"model.learn_sigma={m.learn_sigma} does not match diffusion.model_var_type={d.model_var_type!r}: "
             "learned_range needs learn_sigma: true, fixed_small/fixed_large need learn_sigma: false"
         )
-    elif (d.loss_type == "hybrid") != (d.model_var_type == "learned_range"):
+    if (d.loss_type == "hybrid") != (d.model_var_type == "learned_range"):
         raise ValueError(
             f"diffusion.loss_type={d.loss_type!r} does not fit diffusion.model_var_type={d.model_var_type!r}: only the "
-            "hybrid loss trains a learned_range variance, so use hybrid with learned_range and mse with fixed_small/fixed_large")
-    if cfg.data.image_size != m.image_size:
-        raise ValueError(f"data.image_size ({cfg.data.image_size}) must equal model.image_size ({m.image_size})")
+            "hybrid loss trains a learned_range variance, so use hybrid with learned_range and mse with "
+            "fixed_small/fixed_large")
+
+
+def _validate_data(cfg: Config) -> None:
+    """A dataset that fits the model (captions for text, labels for classes), whole images for all but denoisers,
+    and images of the network's size."""
+    data, m = cfg.data, cfg.model
+    if data.crop_size and cfg.task != "diffusion":
+        raise ValueError(f"data.crop_size is for diffusion models (fully convolutional); a {cfg.task} config takes "
+                         "whole images: set data.crop_size: 0")
+    if data.p_uncond > 0 and m.num_classes == 0 and m.text_ctx == 0:
+        raise ValueError("data.p_uncond > 0 needs a conditional model (model.num_classes > 0 or model.text_ctx > 0)")
+    conditioned = (cfg.task == "clip") or m.text_ctx > 0
+    if (data.dataset == "shapesworld") != conditioned and cfg.task != "classifier":
+        raise ValueError(f"data.dataset {data.dataset!r} does not fit the model: ShapesWorld has captions "
+                         "(set model.text_ctx > 0, or task: clip); digits have class labels")
+    if data.max_objects not in (1, 2):
+        raise ValueError(f"data.max_objects must be 1 or 2, got {data.max_objects}")
+    network, size = ("clip", cfg.clip.image_size) if cfg.task == "clip" else ("model", m.image_size)
+    if data.image_size != size:
+        raise ValueError(f"data.image_size ({data.image_size}) must equal {network}.image_size ({size})")
+
+
+def _validate_clip(c: CLIPConfig) -> None:
+    """Sizes and counts positive; patches that tile the image and widths that split into heads."""
+    for key in ("image_size", "in_channels", "patch_size", "width", "layers", "heads", "text_ctx", "text_width",
+                "text_layers", "text_heads", "embed_dim", "num_timesteps"):
+        _positive(getattr(c, key), f"clip.{key}")
+    if c.image_size % c.patch_size:
+        raise ValueError(f"clip.image_size {c.image_size} is not divisible by clip.patch_size {c.patch_size}")
+    for width, heads in (("width", "heads"), ("text_width", "text_heads")):
+        w, h = getattr(c, width), getattr(c, heads)
+        if w % h:
+            raise ValueError(f"clip.{width} {w} is not divisible by clip.{heads} {h} (each head takes an equal "
+                             "share of the width)")
+    if c.vocab_size < 0:
+        raise ValueError(f"clip.vocab_size must be >= 0 (0: the tokenizer's size), got {c.vocab_size}")
+
+
+def _validate_classifier(cfg: Config) -> None:
+    """A noised classifier sees x_t and t only, and predicts model.out_channels classes."""
+    m = cfg.model
+    if m.super_res or m.inpaint:
+        raise ValueError("a classifier config (task: classifier) takes no model.super_res or model.inpaint inputs")
+    if m.learn_sigma or m.num_classes or cfg.data.p_uncond:
+        raise ValueError("a classifier config (task: classifier) takes model.out_channels = number of classes and "
+                         "no model.learn_sigma, model.num_classes or data.p_uncond")
+
+
+def _validate_unet(m: UNetConfig) -> None:
+    """An image size every level can halve, attention at sizes the U-Net has, and heads that split every width."""
     levels = len(m.channel_mult)
-    _validate_cascade(cfg, 2 ** (levels - 1))
     if m.image_size % 2 ** (levels - 1):
         raise ValueError(
             f"model.image_size {m.image_size} is not divisible by 2**{levels - 1} (channel_mult has {levels} levels)"
@@ -376,7 +457,8 @@ def validate(cfg: Config) -> None:
     sizes = {m.image_size // 2**i for i in range(levels)}
     bad = [r for r in m.attention_resolutions if r not in sizes]
     if bad:
-        raise ValueError(f"model.attention_resolutions {bad} are not feature-map sizes of this U-Net; valid: {sorted(sizes)}")
+        raise ValueError(f"model.attention_resolutions {bad} are not feature-map sizes of this U-Net; "
+                         f"valid: {sorted(sizes)}")
     for mult in m.channel_mult:
         if (m.model_channels * mult) % m.num_head_channels:
             raise ValueError(
@@ -385,44 +467,48 @@ def validate(cfg: Config) -> None:
             )
 
 
-MASK_KINDS = ("box", "freeform")
-
-
-def low_res_size(cfg: Config) -> int:
-    """The conditioning image's side for a super_res model: data.low_res_size, or image_size // 4 (GLIDE's 4x)."""
-    return cfg.data.low_res_size or max(1, cfg.model.image_size // 4)
-
-
-def _validate_cascade(cfg: Config, divisor: int) -> None:
-    """The super-resolution, noise-augmentation, crop and inpainting keys (chapters 6-7)."""
+def _validate_super_res(cfg: Config) -> None:
+    """The low-res input and its noise augmentation (chapter 6): only for super_res models, and of a size that
+    divides the image."""
     m, data = cfg.model, cfg.data
     if m.aug_level_embed and not m.super_res:
-        raise ValueError("model.aug_level_embed embeds the low-res noise-augmentation level: it needs model.super_res: true")
+        raise ValueError("model.aug_level_embed embeds the low-res noise-augmentation level: it needs "
+                         "model.super_res: true")
     if not m.super_res:
         for key in ("low_res_size", "low_res_aug_max", "low_res_aug_sample"):
             if getattr(data, key):
-                raise ValueError(f"data.{key} is for super-resolution models: set model.super_res: true, or data.{key}: 0")
-    else:
-        low = low_res_size(cfg)
-        if data.low_res_size < 0 or low >= m.image_size or m.image_size % low:
-            raise ValueError(f"data.low_res_size {data.low_res_size} must divide model.image_size {m.image_size} and be "
-                             f"smaller (e.g. {m.image_size // 4}); 0 means image_size // 4")
-        for key in ("low_res_aug_max", "low_res_aug_sample"):
-            if not 0 <= getattr(data, key) <= cfg.diffusion.num_timesteps:
-                raise ValueError(f"data.{key} must be a number of forward steps in 0..{cfg.diffusion.num_timesteps} "
-                                 f"(diffusion.num_timesteps), got {getattr(data, key)}")
-    if data.crop_size:
-        factor = m.image_size // low_res_size(cfg) if m.super_res else 1
-        step = divisor * factor // math.gcd(divisor, factor)
-        if not 0 < data.crop_size <= m.image_size or data.crop_size % step:
-            raise ValueError(f"data.crop_size {data.crop_size} must be at most model.image_size ({m.image_size}) and a "
-                             f"multiple of {step} (the U-Net halves the size {len(m.channel_mult) - 1} times"
-                             + (f"; the low-res image is {factor}x smaller)" if m.super_res else ")") + "; 0: no crops")
-    if m.inpaint:
-        bad = [k for k in data.mask_kinds if k not in MASK_KINDS]
-        if bad or not data.mask_kinds:
-            raise ValueError(f"data.mask_kinds {list(data.mask_kinds)} is not valid: choose one or more of: "
-                             f"{', '.join(MASK_KINDS)}")
+                raise ValueError(f"data.{key} is for super-resolution models: set model.super_res: true, "
+                                 f"or data.{key}: 0")
+        return
+    low = low_res_size(cfg)
+    if data.low_res_size < 0 or low >= m.image_size or m.image_size % low:
+        raise ValueError(f"data.low_res_size {data.low_res_size} must divide model.image_size {m.image_size} and be "
+                         f"smaller (e.g. {m.image_size // 4}); 0 means image_size // 4")
+    for key in ("low_res_aug_max", "low_res_aug_sample"):
+        if not 0 <= getattr(data, key) <= cfg.diffusion.num_timesteps:
+            raise ValueError(f"data.{key} must be a number of forward steps in 0..{cfg.diffusion.num_timesteps} "
+                             f"(diffusion.num_timesteps), got {getattr(data, key)}")
+
+
+def _validate_crops(cfg: Config) -> None:
+    """Crops (chapter 6) that the U-Net can halve and whose low-res crop is whole pixels."""
+    m, crop_size = cfg.model, cfg.data.crop_size
+    if not crop_size:
+        return
+    divisor = 2 ** (len(m.channel_mult) - 1)
+    factor = m.image_size // low_res_size(cfg) if m.super_res else 1
+    step = divisor * factor // math.gcd(divisor, factor)
+    if not 0 < crop_size <= m.image_size or crop_size % step:
+        raise ValueError(f"data.crop_size {crop_size} must be at most model.image_size ({m.image_size}) and a "
+                         f"multiple of {step} (the U-Net halves the size {len(m.channel_mult) - 1} times"
+                         + (f"; the low-res image is {factor}x smaller)" if m.super_res else ")") + "; 0: no crops")
+
+
+def _validate_inpaint(cfg: Config) -> None:
+    """An inpainting model's mask kinds (chapter 7): one or more of CHOICES["data.mask_kinds"]."""
+    kinds, valid = cfg.data.mask_kinds, CHOICES["data.mask_kinds"]
+    if cfg.model.inpaint and (not kinds or any(k not in valid for k in kinds)):
+        raise ValueError(f"data.mask_kinds {list(kinds)} is not valid: choose one or more of: {', '.join(valid)}")
 
 
 def parse_override(item: str) -> tuple[str, Any]:

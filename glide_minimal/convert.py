@@ -28,6 +28,7 @@ import torch
 
 from .checkpoint import CheckpointError, atomic_write_bytes, save_tensors
 from .config import Config, load_config
+from .models import build_model
 
 # Each released file and the config that describes it.
 CONFIGS = {
@@ -134,8 +135,6 @@ def convert_clip(image_state: dict[str, torch.Tensor], text_state: dict[str, tor
 
 def check_matches(state: dict[str, torch.Tensor], cfg: Config) -> None:
     """Raise CheckpointError unless `state` has exactly the keys and shapes of cfg's model (built on meta)."""
-    from .models import build_model
-
     own = {k: tuple(v.shape) for k, v in build_model(cfg, device="meta").state_dict().items()}
     missing, unexpected = sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys())
     shapes = [f"{k}: file {tuple(state[k].shape)} vs model {own[k]}" for k in sorted(own.keys() & state.keys())

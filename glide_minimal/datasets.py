@@ -8,8 +8,13 @@
 from __future__ import annotations
 
 import numpy as np
+import skimage.data
+import skimage.util
 import torch
 import torch.nn.functional as F
+
+from .config import CHOICES
+from .shapesworld import COLORS, SHAPES, ShapeObject, ShapesWorld, all_combinations, caption, grid_center, render
 
 DIGITS_TEST_SIZE = 297  # held out from every training run; evaluators and bits/dim use it
 PHOTOS = ("astronaut", "coffee", "chelsea", "camera", "cat", "horse", "rocket", "grass")
@@ -21,6 +26,7 @@ def load_digits(image_size: int = 16, split: str = "train") -> tuple[torch.Tenso
 
     The split is fixed (a seeded permutation): 1,500 train and 297 test images.
     """
+    # here, not at the top: scikit-learn takes seconds to import, and only the digits need it
     from sklearn.datasets import load_digits as sk_load_digits
 
     if split not in SPLITS:
@@ -43,11 +49,9 @@ def load_digits(image_size: int = 16, split: str = "train") -> tuple[torch.Tenso
 
 def load_photo(name: str = "astronaut", image_size: int = 64) -> torch.Tensor:
     """A scikit-image sample photo as [3, image_size, image_size] in [-1, 1] (center-cropped square)."""
-    from skimage import data, util
-
     if name not in PHOTOS:
         raise ValueError(f"unknown photo {name!r}; choose one of: {', '.join(PHOTOS)}")
-    img = util.img_as_float32(getattr(data, name)())  # uint8 and bool images alike -> [0, 1]
+    img = skimage.util.img_as_float32(getattr(skimage.data, name)())  # uint8 and bool images alike -> [0, 1]
     if img.ndim == 2:
         img = np.stack([img] * 3, axis=-1)
     img = torch.from_numpy(np.ascontiguousarray(img[..., :3])).permute(2, 0, 1)
@@ -60,8 +64,6 @@ def load_photo(name: str = "astronaut", image_size: int = 64) -> torch.Tensor:
 
 def parse_held_out(pairs) -> tuple[tuple[str, str], ...]:
     """("magenta triangle", ...) -> (("triangle", "magenta"), ...): the (shape, color) pairs ShapesWorld holds out."""
-    from .shapesworld import COLORS, SHAPES
-
     out = []
     for pair in pairs:
         words = pair.split()
@@ -80,8 +82,6 @@ def load_shapesworld(image_size: int = 16, max_objects: int = 1, split: str = "t
     (color, shape) pairs are in split "held_out" only). max_objects=2: num_scenes random scenes with one
     or two objects, drawn with `seed`.
     """
-    from .shapesworld import ShapeObject, ShapesWorld, all_combinations, caption, grid_center, render
-
     if split not in ("train", "held_out"):
         raise ValueError(f"unknown ShapesWorld split {split!r}; choose one of: train, held_out")
     held = parse_held_out(held_out)
@@ -103,4 +103,4 @@ def load_dataset(data_cfg, split: str = "train") -> tuple[torch.Tensor, torch.Te
     if data_cfg.dataset == "shapesworld":
         return load_shapesworld(data_cfg.image_size, data_cfg.max_objects, "train" if split == "all" else split,
                                 data_cfg.num_scenes, data_cfg.held_out, seed=0)
-    raise ValueError(f"unknown dataset {data_cfg.dataset!r}; choose one of: digits, shapesworld")
+    raise ValueError(f"unknown dataset {data_cfg.dataset!r}; choose one of: {', '.join(CHOICES['data.dataset'])}")

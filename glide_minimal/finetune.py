@@ -16,8 +16,9 @@ from pathlib import Path
 
 import torch
 
+from . import pretrained
 from .checkpoint import CheckpointError
-from .config import UNetConfig
+from .config import UNetConfig, config_from_dict
 from .models.unet import UNet, input_channel_groups
 
 FIRST_CONV = "input_blocks.0.0.weight"
@@ -79,9 +80,6 @@ def init_from_pretrained(model: UNet, source: str | Path, root: Path | None = No
 
     Returns the names of the tensors that did not come entirely from the source (the new inputs).
     """
-    from . import pretrained
-    from .config import config_from_dict
-
     weights, config = pretrained.load_weights(source, root)
     if "kind" in config:
         raise CheckpointError(f"train.init_from {str(source)!r} is a {config['kind']!r} checkpoint, not a diffusion model")

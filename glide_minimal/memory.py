@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from .config import Config
 from .models import build_model, example_inputs
@@ -128,8 +129,6 @@ def forward_flops(cfg: Config, batch: int = 1) -> int:
     """Floating-point operations of one forward pass at this batch (a multiply-add counts 2), counted on the
     meta device by torch's FlopCounterMode: convolutions, matmuls and attention; elementwise ops are left out.
     One sampling step is one forward (two with classifier-free guidance); one training step about three."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     model = build_model(cfg, device="meta")
     args, kwargs = _forward_inputs(cfg, batch)
     with FlopCounterMode(display=False) as counter:

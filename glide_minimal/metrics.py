@@ -1,82 +1,23 @@
-"""Sample-quality measures in the feature space of an independent evaluator.
+"""Sample-quality measures: pure functions of feature tensors, images and masks.
 
-The digit evaluator is a small CNN trained on real digits only (the train split), never on samples and
-never used for guidance, so it can judge any model fairly. On top of its features and predictions:
-class accuracy, confidence, the entropy of the predicted-class histogram (mode coverage), the
-Frechet distance (Heusel et al. 2017), the kernel distance (Binkowski et al. 2018) and improved precision/recall (Kynkaanniemi et al. 2019).
-Images passed to the evaluator are in [0, 1] (what pipelines return).
+On an independent evaluator's features and predictions (evaluators.py): the entropy of the
+predicted-class histogram (mode coverage), the Frechet distance (Heusel et al. 2017), the kernel
+distance (Binkowski et al. 2018), improved precision/recall (Kynkaanniemi et al. 2019) and the mean
+pairwise distance (diversity); on inpainted images: the seam energy at the mask's edge (chapter 7).
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy import linalg
-from torch import nn
-
-from .datasets import load_digits
 
 
-class DigitClassifier(nn.Module):
-    """[N, 1, 16, 16] in [0, 1] -> logits [N, 10]; `features` gives the 128-d penultimate layer."""
-
-    def __init__(self, image_size: int = 16, width: int = 32, feature_dim: int = 128):
-        super().__init__()
-        self.image_size = image_size
-        self.body = nn.Sequential(
-            nn.Conv2d(1, width, 3, padding=1), nn.GELU(),
-            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.GELU(),
-            nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1), nn.GELU(),
-            nn.Flatten(), nn.Linear(2 * width * (image_size // 4) ** 2, feature_dim), nn.GELU(),
-        )
-        self.head = nn.Linear(feature_dim, 10)
-
-    def _check(self, images: torch.Tensor) -> torch.Tensor:
-        if images.ndim != 4 or images.shape[1:] != (1, self.image_size, self.image_size):
-            raise ValueError(f"the digit evaluator takes [N, 1, {self.image_size}, {self.image_size}] images in [0, 1], "
-                             f"got shape {tuple(images.shape)}")
-        return images * 2 - 1
-
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        return self.body(self._check(images))
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(images))
-
-
-def _shift(images: torch.Tensor, generator: torch.Generator, max_shift: int = 1) -> torch.Tensor:
-    """Random translations by up to max_shift pixels (padding with the background value 0)."""
-    n, _, h, w = images.shape
-    padded = F.pad(images, [max_shift] * 4)
-    dx = torch.randint(0, 2 * max_shift + 1, (n,), generator=generator)
-    dy = torch.randint(0, 2 * max_shift + 1, (n,), generator=generator)
-    return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
-
-
-def train_digit_evaluator(image_size: int = 16, steps: int = 1500, batch_size: int = 128, seed: int = 0,
-                          lr: float = 2e-3) -> tuple[DigitClassifier, float]:
-    """Train the evaluator on the real train split; returns (model, accuracy on the held-out test split)."""
-    torch.manual_seed(seed)
-    g = torch.Generator().manual_seed(seed)
-    x, y = load_digits(image_size, "train")
-    x = (x + 1) / 2
-    model = DigitClassifier(image_size)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    for _ in range(steps):
-        idx = torch.randint(len(x), (batch_size,), generator=g)
-        loss = F.cross_entropy(model(_shift(x[idx], g)), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-    model.eval()
-    x_test, y_test = load_digits(image_size, "test")
-    with torch.no_grad():
-        acc = (model((x_test + 1) / 2).argmax(1) == y_test).float().mean().item()
-    return model, acc
+def class_entropy(predicted: torch.Tensor, num_classes: int) -> float:
+    """Entropy (bits) of the histogram of predicted classes [N] long in 0..num_classes-1: log2(num_classes)
+    when every class is predicted equally often, 0 when one class takes them all (mode coverage)."""
+    hist = torch.bincount(predicted.cpu(), minlength=num_classes).float()
+    p = hist / hist.sum()
+    return -(p[p > 0] * p[p > 0].log2()).sum().item()
 
 
 def frechet_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> float:
@@ -121,185 +62,6 @@ def mean_pairwise_distance(feats: torch.Tensor) -> float:
     d = torch.cdist(feats.float(), feats.float())
     n = len(feats)
     return (d.sum() / (n * (n - 1))).item()
-
-
-class DigitEvaluator:
-    """The judge used throughout the book. Wraps a trained DigitClassifier (in eval mode, no grad)."""
-
-    def __init__(self, classifier: DigitClassifier):
-        self.classifier = classifier.eval().requires_grad_(False)
-
-    @torch.no_grad()
-    def probs(self, images: torch.Tensor) -> torch.Tensor:
-        return self.classifier(images.float()).softmax(-1)
-
-    @torch.no_grad()
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        return self.classifier.features(images.float())
-
-    def accuracy(self, images: torch.Tensor, labels: torch.Tensor | list[int]) -> float:
-        """Fraction of images the evaluator labels as the requested class."""
-        labels = torch.as_tensor(labels)
-        return (self.probs(images).argmax(-1).cpu() == labels.cpu()).float().mean().item()
-
-    def quality(self, images: torch.Tensor, reference: torch.Tensor, k: int = 3) -> dict[str, float]:
-        """Measures of a set of samples against reference images (both [N, 1, H, W] in [0, 1]).
-
-        confidence: mean top-class probability (does it look like *some* digit?);
-        class_entropy: entropy (bits) of the predicted-class histogram, log2(10) = 3.32 when all classes
-        appear equally (mode coverage); fd: Frechet distance of features (biased at small N); kid: kernel
-        distance (unbiased); precision/recall; diversity.
-        """
-        probs = self.probs(images)
-        hist = torch.bincount(probs.argmax(-1).cpu(), minlength=10).float()
-        p = hist / hist.sum()
-        entropy = -(p[p > 0] * p[p > 0].log2()).sum().item()
-        f_fake, f_real = self.features(images), self.features(reference)
-        precision, recall = precision_recall(f_real, f_fake, k)
-        unit = f_real.pow(2).sum(-1).mean().sqrt()  # scale so reference features have unit RMS norm: kernel values O(1)
-        return {"confidence": probs.max(-1).values.mean().item(), "class_entropy": entropy,
-                "fd": frechet_distance(f_real, f_fake), "kid": kernel_distance(f_real / unit, f_fake / unit),
-                "precision": precision, "recall": recall,
-                "diversity": mean_pairwise_distance(f_fake)}
-
-
-MAX_CLASS_ENTROPY = math.log2(10)
-
-
-# -- ShapesWorld (chapters 4-7) ---------------------------------------------------------------------------
-ATTRIBUTES = ("shape", "color", "size", "position")
-
-
-def _attribute_classes() -> dict[str, tuple[str, ...]]:
-    from .shapesworld import COLORS, POSITIONS, SHAPES, SIZES
-
-    return {"shape": SHAPES, "color": tuple(COLORS), "size": tuple(SIZES), "position": POSITIONS}
-
-
-class ShapesClassifier(nn.Module):
-    """[N, 3, S, S] in [0, 1] -> {attribute: logits} for one object's shape, color, size and position."""
-
-    def __init__(self, image_size: int = 16, width: int = 32, feature_dim: int = 128):
-        super().__init__()
-        self.image_size = image_size
-        downs = max(1, int(math.log2(image_size // 4)))  # down to 4x4 whatever the input size
-        layers, ch = [nn.Conv2d(3, width, 3, padding=1), nn.GELU()], width
-        for _ in range(downs):
-            layers += [nn.Conv2d(ch, 2 * width, 3, stride=2, padding=1), nn.GELU()]
-            ch = 2 * width
-        self.body = nn.Sequential(*layers, nn.Flatten(), nn.Linear(ch * (image_size // 2**downs) ** 2, feature_dim), nn.GELU())
-        self.heads = nn.ModuleDict({a: nn.Linear(feature_dim, len(c)) for a, c in _attribute_classes().items()})
-
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        if images.ndim != 4 or images.shape[1:] != (3, self.image_size, self.image_size):
-            raise ValueError(f"the ShapesWorld evaluator takes [N, 3, {self.image_size}, {self.image_size}] images in "
-                             f"[0, 1], got shape {tuple(images.shape)}")
-        return self.body(images * 2 - 1)
-
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        f = self.features(images)
-        return {a: head(f) for a, head in self.heads.items()}
-
-
-def _augment(images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Nuisances a sampler's output has and a render has not: 1 px shifts, color gain, noise, blur."""
-    n = len(images)
-    x = _shift(images, g, max_shift=max(1, images.shape[-1] // 16))
-    x = x * torch.empty(n, 3, 1, 1).uniform_(0.8, 1.1, generator=g)
-    blur = torch.rand(n, 1, 1, 1, generator=g) < 0.3
-    x = torch.where(blur, F.avg_pool2d(F.pad(x, [1] * 4, mode="replicate"), 3, stride=1), x)
-    x = x + torch.randn(x.shape, generator=g) * torch.empty(n, 1, 1, 1).uniform_(0, 0.08, generator=g)
-    return x.clamp(0, 1)
-
-
-def shapes_training_set(image_size: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Every single-object scene (held-out pairs included: the judge must know them) and its attribute labels."""
-    from .shapesworld import ShapeObject, all_combinations, grid_center, render
-
-    classes = _attribute_classes()
-    combos = all_combinations()
-    images = torch.stack([render([ShapeObject(s, c, z, p, grid_center(p, z))], image_size) for s, c, z, p in combos])
-    labels = {a: torch.tensor([classes[a].index(combo[i]) for combo in combos]) for i, a in enumerate(ATTRIBUTES)}
-    return images, labels
-
-
-def train_shapes_evaluator(image_size: int = 16, steps: int = 1500, batch_size: int = 128, seed: int = 0,
-                           lr: float = 2e-3) -> tuple[ShapesClassifier, dict[str, float]]:
-    """Train on clean renders with augmentation; returns (model, per-attribute accuracy on fresh augmented renders)."""
-    torch.manual_seed(seed)
-    g = torch.Generator().manual_seed(seed)
-    images, labels = shapes_training_set(image_size)
-    model = ShapesClassifier(image_size)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    for _ in range(steps):
-        idx = torch.randint(len(images), (batch_size,), generator=g)
-        logits = model(_augment(images[idx], g))
-        loss = sum(F.cross_entropy(logits[a], labels[a][idx]) for a in ATTRIBUTES)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-    model.eval()
-    test_g = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        logits = model(_augment(images.repeat(4, 1, 1, 1), test_g))
-    acc = {a: (logits[a].argmax(-1) == labels[a].repeat(4)).float().mean().item() for a in ATTRIBUTES}
-    with torch.no_grad():
-        clean = model(images)
-    acc["clean_all"] = torch.stack([clean[a].argmax(-1) == labels[a] for a in ATTRIBUTES]).all(0).float().mean().item()
-    return model, acc
-
-
-class ShapesEvaluator:
-    """The independent ShapesWorld judge: reads each attribute of a one-object image (never used for guidance)."""
-
-    def __init__(self, classifier: ShapesClassifier):
-        self.classifier = classifier.eval().requires_grad_(False)
-        self.classes = _attribute_classes()
-
-    @torch.no_grad()
-    def predict(self, images: torch.Tensor) -> list[dict[str, str]]:
-        """For each image [N, 3, S, S] in [0, 1]: {"shape": "circle", "color": "red", "size": ..., "position": ...}."""
-        logits = self.classifier(images.float())
-        idx = {a: logits[a].argmax(-1).tolist() for a in ATTRIBUTES}
-        return [{a: self.classes[a][idx[a][i]] for a in ATTRIBUTES} for i in range(len(images))]
-
-    @torch.no_grad()
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        return self.classifier.features(images.float())
-
-    def caption_accuracy(self, images: torch.Tensor, captions: list[str]) -> dict[str, float]:
-        """Fraction of images whose every captioned attribute the evaluator reads back ("caption"), and per attribute.
-
-        Captions are one-object ShapesWorld captions; an attribute the caption leaves out is not scored.
-        """
-        from .shapesworld import parse_caption
-
-        if len(captions) != len(images):
-            raise ValueError(f"got {len(images)} images but {len(captions)} captions")
-        wanted = []
-        for c in captions:
-            objects = parse_caption(c)
-            if len(objects) != 1:
-                raise ValueError(f"the evaluator reads one object per image; {c!r} names {len(objects)}")
-            wanted.append(dict(zip(ATTRIBUTES, objects[0])))
-        got = self.predict(images)
-        right = {a: [w[a] is None or w[a] == g[a] for w, g in zip(wanted, got)] for a in ATTRIBUTES}
-        out = {a: sum(r) / len(r) for a, r in right.items()}
-        out["caption"] = sum(all(right[a][i] for a in ATTRIBUTES) for i in range(len(images))) / len(images)
-        return out
-
-    def diversity(self, images: torch.Tensor, captions: list[str]) -> float:
-        """Mean pairwise feature distance between images of the same caption, averaged over captions."""
-        groups: dict[str, list[int]] = {}
-        for i, c in enumerate(captions):
-            groups.setdefault(c, []).append(i)
-        feats = self.features(images)
-        values = [mean_pairwise_distance(feats[idx]) for idx in groups.values() if len(idx) > 1]
-        if not values:
-            raise ValueError("diversity needs at least two images of some caption")
-        return sum(values) / len(values)
 
 
 def seam_energy(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:

@@ -20,10 +20,15 @@ import types
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.device_mesh import init_device_mesh
 from torch.utils.checkpoint import checkpoint
 
 from .models.layers import AttentionBlock, ResBlock
 from .models.text import ResidualAttentionBlock
+
+# torch.distributed.tensor (DTensor), and fsdp and checkpoint.state_dict built on it, take over a second to import
+# and only sharded (FSDP) runs use them: the functions below import them when called, so that `import
+# glide_minimal` stays fast for sampling.
 
 # The units of checkpointing and of sharding: each is a few convolutions or one transformer layer.
 BLOCK_TYPES = (ResBlock, AttentionBlock, ResidualAttentionBlock)  # the CLIP uses ResidualAttentionBlock too
@@ -58,6 +63,7 @@ def enable_activation_checkpointing(model: nn.Module) -> int:
 
 
 def is_sharded(model: nn.Module) -> bool:
+    # lazy: torch.distributed's FSDP modules take ~1.4 s to import; only sharded runs need them
     from torch.distributed.fsdp import FSDPModule
 
     return isinstance(model, FSDPModule)
@@ -69,7 +75,7 @@ def shard(model: nn.Module, device: torch.device, param_dtype: torch.dtype | Non
     param_dtype (e.g. bf16) is the dtype the weights are all-gathered and computed in; the sharded
     master weights, the gradient reduction and the optimizer stay in float32.
     """
-    from torch.distributed.device_mesh import init_device_mesh
+    # lazy: torch.distributed's FSDP modules take ~1.4 s to import; only sharded runs need them
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
@@ -97,6 +103,7 @@ def gradient_sync(wrapped: nn.Module, sync: bool) -> contextlib.AbstractContextM
 
 def full_tensor(x: torch.Tensor) -> torch.Tensor:
     """A plain tensor from a possibly sharded one (a collective for DTensors: every rank must call)."""
+    # lazy: torch.distributed's FSDP modules take ~1.4 s to import; only sharded runs need them
     from torch.distributed.tensor import DTensor
 
     return x.full_tensor() if isinstance(x, DTensor) else x
@@ -104,12 +111,14 @@ def full_tensor(x: torch.Tensor) -> torch.Tensor:
 
 def local_tensor(x: torch.Tensor) -> torch.Tensor:
     """This rank's part of a possibly sharded tensor (no communication): the shard of a DTensor, else x."""
+    # lazy: torch.distributed's FSDP modules take ~1.4 s to import; only sharded runs need them
     from torch.distributed.tensor import DTensor
 
     return x.to_local() if isinstance(x, DTensor) else x
 
 
 def _full_options(**kwargs):
+    # lazy: torch.distributed's FSDP modules take ~1.4 s to import; only sharded runs need them
     from torch.distributed.checkpoint.state_dict import StateDictOptions
 
     return StateDictOptions(full_state_dict=True, **kwargs)
@@ -120,6 +129,7 @@ def full_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
     CPU, gathered one at a time), the other ranks an empty dict."""
     if not is_sharded(module):
         return module.state_dict()
+    # lazy: torch.distributed's FSDP modules take ~1.4 s to import; only sharded runs need them
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
     return get_model_state_dict(module, options=_full_options(cpu_offload=True))
@@ -130,6 +140,7 @@ def full_optimizer_state(model: nn.Module, opt: torch.optim.Optimizer) -> dict[i
     every rank must call; rank 0 gets the tensors, the other ranks an empty dict."""
     if not is_sharded(model):
         return opt.state_dict()["state"]
+    # lazy: torch.distributed's FSDP modules take ~1.4 s to import; only sharded runs need them
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
     index = {name: i for i, (name, _) in enumerate(model.named_parameters())}
@@ -141,6 +152,7 @@ def load_sharded(model: nn.Module, ema: nn.Module, opt: torch.optim.Optimizer, m
                  ema_state: dict[str, torch.Tensor], optim_state: dict[int, dict[str, torch.Tensor]]) -> None:
     """Load full state dicts into sharded model, EMA and optimizer. Rank 0 passes the tensors (read from
     the checkpoint), the other ranks empty dicts: rank 0 broadcasts, so only one process reads the file."""
+    # lazy: torch.distributed's FSDP modules take ~1.4 s to import; only sharded runs need them
     from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
 
     options = _full_options(broadcast_from_rank0=True)

@@ -17,12 +17,14 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CheckpointError, atomic_write_bytes, load_tensors, save_tensors
+from .checkpoint import CheckpointError, atomic_write_bytes, load_state_dict_into, load_tensors, save_tensors
+from .config import config_from_dict
 from .fetch import sha256_file
+from .models import build_model
 
-__all__ = ["CHECKOUT_DATA", "PACKAGE_DATA", "Location", "available", "cache_dir", "checkpoint_dir", "companion",
-           "entry", "load_evaluator", "load_model", "load_weights", "locate", "locations", "looked_in", "manifest",
-           "publish", "search_path", "sha256_file", "strip_role", "user_checkpoints", "verified_path"]
+__all__ = ["CHECKOUT_DATA", "PACKAGE_DATA", "Location", "available", "cache_dir", "checkpoint_dir", "companions",
+           "entry", "load_model", "load_weights", "locate", "locations", "looked_in", "manifest",
+           "publish", "search_path", "sha256_file", "user_checkpoints", "verified_path"]
 
 ENV_CHECKPOINTS = "GLIDE_MINIMAL_CHECKPOINTS"
 ENV_CACHE = "GLIDE_MINIMAL_CACHE"
@@ -157,24 +159,13 @@ def entry(name: str, root: Path | None = None) -> dict:
     return locate(name, root)[1]
 
 
-def companion(name: str, role: str) -> str:
-    """The registry name of the model that plays `role` beside `name`; a trailing "-gpu" stays last.
-
-    companion("tutorial-text", "upsample") = "tutorial-text-upsample";
-    companion("tutorial-text-gpu", "upsample-inpaint") = "tutorial-text-upsample-inpaint-gpu".
-    """
-    stem, gpu = (name[:-len("-gpu")], "-gpu") if name.endswith("-gpu") else (name, "")
-    return f"{stem}-{role}{gpu}"
-
-
-def strip_role(name: str, roles: tuple[str, ...]) -> str:
-    """The inverse of companion: strip_role("tutorial-text-upsample-inpaint-gpu", ("upsample-inpaint",)) =
-    "tutorial-text-gpu" (the first matching role, longest first; the name itself if none matches)."""
-    stem, gpu = (name[:-len("-gpu")], "-gpu") if name.endswith("-gpu") else (name, "")
-    for role in sorted(roles, key=len, reverse=True):
-        if stem.endswith(f"-{role}"):
-            return stem[:-len(role) - 1] + gpu
-    return name
+def companions(name: str, root: Path | None = None) -> dict[str, str]:
+    """The models that work beside checkpoint `name`, as its MANIFEST entry names them: {role: name}, e.g.
+    {"upsample": "tutorial-text-upsample", "clip": "tutorial-text-clip", ...} ({} if it names none, and for a
+    .safetensors path, which has no entry)."""
+    if Path(name).suffix == ".safetensors":
+        return {}
+    return dict(entry(name, root).get("companions", {}))
 
 
 def _check_file(path: Path, expected: str, name: str, what: str, loc: Location, command: str) -> None:
@@ -217,8 +208,10 @@ def load_weights(name: str | Path, root: Path | None = None) -> tuple[dict[str, 
 
 
 def publish(name: str, state_dict: dict[str, torch.Tensor], config: dict, *, record: dict,
-            dtype: torch.dtype = torch.float16, root: Path | None = None) -> Path:
-    """Write `name`.safetensors (+ `name`.json config) and its MANIFEST entry (sha256, record)."""
+            dtype: torch.dtype = torch.float16, root: Path | None = None,
+            companions: dict[str, str] | None = None) -> Path:
+    """Write `name`.safetensors (+ `name`.json config) and its MANIFEST entry (sha256, record, companions:
+    {role: checkpoint name}; None keeps the ones an earlier entry of `name` named)."""
     root = root or checkpoint_dir()
     root.mkdir(parents=True, exist_ok=True)
     weights = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
@@ -228,38 +221,22 @@ def publish(name: str, state_dict: dict[str, torch.Tensor], config: dict, *, rec
     atomic_write_bytes(config_path, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
     entries = manifest(root)
     kind = config.get("kind") or config.get("task", "diffusion")
+    if companions is None:
+        companions = entries.get(name, {}).get("companions", {})
     entries[name] = {"file": path.name, "config": config_path.name, "kind": kind, "sha256": sha256_file(path),
-                     "config_sha256": sha256_file(config_path), "dtype": str(dtype).removeprefix("torch."), **record}
+                     "config_sha256": sha256_file(config_path), "dtype": str(dtype).removeprefix("torch."), **record,
+                     **({"companions": dict(sorted(companions.items()))} if companions else {})}
     payload = json.dumps({"checkpoints": dict(sorted(entries.items()))}, indent=2) + "\n"
     atomic_write_bytes(root / "MANIFEST.json", payload.encode())
     return path
 
 
-def load_evaluator(name: str = "digits-evaluator", device: str | torch.device = "cpu"):
-    """A shipped independent evaluator (see metrics.py): "digits-evaluator" or "shapes-evaluator-16"."""
-    from .checkpoint import load_state_dict_into
-    from .metrics import DigitClassifier, DigitEvaluator, ShapesClassifier, ShapesEvaluator
-
-    weights, config = load_weights(name)
-    kinds = {"digit-evaluator": (DigitClassifier, DigitEvaluator), "shapes-evaluator": (ShapesClassifier, ShapesEvaluator)}
-    if config.get("kind") not in kinds:
-        raise CheckpointError(f"{name!r} is a {config.get('kind')!r} checkpoint, not an evaluator ({', '.join(kinds)})")
-    network, judge = kinds[config["kind"]]
-    model = network(config["image_size"])
-    load_state_dict_into(model, weights, name)
-    return judge(model.to(device))
-
-
 def load_model(name: str, device: str | torch.device = "cpu"):
     """(model in eval mode, Config) of a shipped diffusion checkpoint."""
-    from .checkpoint import load_state_dict_into
-    from .config import config_from_dict
-    from .models import build_model
-
     weights, config = load_weights(name)
     if "kind" in config:
         raise ValueError(f"{name!r} is a {config['kind']!r} checkpoint, not a diffusion model; "
-                         "load it with its own loader (e.g. pretrained.load_evaluator)")
+                         "load it with its own loader (e.g. evaluators.load_evaluator)")
     cfg = config_from_dict(config)
     model = build_model(cfg)
     load_state_dict_into(model, weights, name)

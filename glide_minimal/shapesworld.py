@@ -2,8 +2,9 @@
 
 Every caption is exactly true because the image is drawn from it. Images are rendered at 256 px and
 area-averaged down, so a 16 px image is exactly the 4x4 average of the 64 px one: an upsampler has true
-high-resolution targets. All randomness comes from a torch.Generator. (Chapter 4 builds on this; masks
-for inpainting are here too; chapter 7 uses them.)
+high-resolution targets. All randomness comes from a torch.Generator. (Chapter 4 builds on this.) The
+caption words live in vocabulary.py and the inpainting masks in masks.py; both are re-exported here
+for older callers. region_mask, which erases a named object of a scene, stays here (chapter 7).
 """
 from __future__ import annotations
 
@@ -14,12 +15,20 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-SHAPES = ("circle", "square", "triangle", "cross")
-COLORS = {"red": (230, 25, 25), "green": (25, 200, 25), "blue": (40, 80, 255), "yellow": (240, 220, 30),
-          "magenta": (220, 40, 220), "cyan": (30, 210, 220)}
-SIZES = {"small": 0.35, "large": 0.6}  # side of the object's bounding box, as a fraction of the canvas
-POSITIONS = ("top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right")
-RENDER_SIZE = 256  # every resolution is an area-average of this render
+from .masks import DRAW_SIZE, box_mask, check_size, downsample_mask, freeform_mask
+from .vocabulary import COLOR_NAMES, POSITIONS, SHAPES, SIZE_NAMES
+from .vocabulary import caption_words as vocabulary  # the name this module always had
+
+__all__ = ["COLORS", "POSITIONS", "RENDER_SIZE", "SHAPES", "SIZES", "ShapeObject", "ShapesWorld",
+           "all_combinations", "box_mask", "caption", "downsample_mask", "freeform_mask", "grid_center",
+           "parse_caption", "region_mask", "render", "render_caption", "vocabulary"]
+
+# The RGB of each color word, in vocabulary order (scenes draw a color by its index in this dict).
+COLORS = dict(zip(COLOR_NAMES, [(230, 25, 25), (25, 200, 25), (40, 80, 255), (240, 220, 30), (220, 40, 220),
+                                (30, 210, 220)], strict=True))
+# The side of an object's bounding box, as a fraction of the canvas, for each size word.
+SIZES = dict(zip(SIZE_NAMES, [0.35, 0.6], strict=True))
+RENDER_SIZE = DRAW_SIZE  # every resolution is an area-average of this render (masks are drawn at it too)
 
 
 @dataclass(frozen=True)
@@ -71,7 +80,7 @@ def _mask(shape: str, center: tuple[float, float], side: float, n: int) -> torch
 
 def render(objects: list[ShapeObject], image_size: int = 64) -> torch.Tensor:
     """[3, image_size, image_size] in [0, 1]: the objects on a black canvas (area-averaged from 256 px)."""
-    _check_size(image_size)
+    check_size(image_size)
     canvas = torch.zeros(3, RENDER_SIZE, RENDER_SIZE, dtype=torch.float64)
     for obj in objects:
         m = _mask(obj.shape, obj.center, SIZES[obj.size], RENDER_SIZE)
@@ -93,14 +102,6 @@ def render_caption(text: str, image_size: int = 64) -> torch.Tensor:
                          "e.g. 'a large red circle in the top left'")
     shape, color, size, position = objects[0]
     return render([ShapeObject(shape, color, size, position, grid_center(position, size))], image_size)
-
-
-def vocabulary() -> list[str]:
-    """Every word a ShapesWorld caption can use (the word-level tokenizer's vocabulary)."""
-    words = {"a", "and", "in", "on", "the", *SHAPES, *COLORS, *SIZES}
-    for position in POSITIONS:
-        words.update(position.split())
-    return sorted(words)
 
 
 def parse_caption(text: str) -> list[tuple[str, str, str, str | None]]:
@@ -138,7 +139,7 @@ class ShapesWorld:
             if shape not in SHAPES or color not in COLORS:
                 raise ValueError(f"held-out pair ({shape!r}, {color!r}): shapes are {', '.join(SHAPES)}; "
                                  f"colors are {', '.join(COLORS)}")
-        _check_size(image_size)
+        check_size(image_size)
         self.image_size, self.max_objects, self.held_out = image_size, max_objects, set(held_out)
 
     def _pick(self, generator: torch.Generator, split: str) -> tuple[str, str]:
@@ -174,15 +175,7 @@ def _overlap(a: ShapeObject, b: ShapeObject) -> bool:
     return abs(a.center[0] - b.center[0]) < half and abs(a.center[1] - b.center[1]) < half
 
 
-# -- masks for inpainting (chapter 7): [1, H, W] floats, 1 = keep, 0 = fill ---------------------------------
-def downsample_mask(mask: torch.Tensor, image_size: int) -> torch.Tensor:
-    """A mask at a lower resolution: a pixel is 'fill' if any pixel it covers is (nothing to fill is lost)."""
-    factor = mask.shape[-1] // image_size
-    if factor < 1 or mask.shape[-1] % image_size:
-        raise ValueError(f"cannot downsample a {mask.shape[-1]} px mask to {image_size} px (must divide it)")
-    return 1 - F.max_pool2d((1 - mask)[None], factor)[0]
-
-
+# -- a mask that erases one object of a scene (chapter 7): [1, H, W], 1 = keep, 0 = fill ---------------
 def region_mask(position: str, size: str, image_size: int, margin: float = 0.04) -> torch.Tensor:
     """A mask that fills the bounding box (+ margin, as a fraction of the canvas) of an object of this size at
     this grid position: erase it to replace "the object on the left". [1, H, W], 1 = keep, 0 = fill."""
@@ -194,37 +187,4 @@ def region_mask(position: str, size: str, image_size: int, margin: float = 0.04)
     coords = (torch.arange(RENDER_SIZE, dtype=torch.float64) + 0.5) / RENDER_SIZE
     inside_x = ((coords - cx).abs() <= half)[None, :]
     inside_y = ((coords - cy).abs() <= half)[:, None]
-    return downsample_mask((~(inside_x & inside_y)).float()[None], _check_size(image_size))
-
-
-def box_mask(image_size: int, generator: torch.Generator, min_frac: float = 0.25, max_frac: float = 0.6) -> torch.Tensor:
-    """A random axis-aligned box to fill, each side min_frac..max_frac of the canvas. [1, H, W]."""
-    n = RENDER_SIZE
-    w, h = (torch.empty(2).uniform_(min_frac, max_frac, generator=generator) * n).round().long().tolist()
-    x0 = torch.randint(0, n - w + 1, (1,), generator=generator).item()
-    y0 = torch.randint(0, n - h + 1, (1,), generator=generator).item()
-    mask = torch.ones(1, n, n)
-    mask[:, y0:y0 + h, x0:x0 + w] = 0
-    return downsample_mask(mask, _check_size(image_size))
-
-
-def freeform_mask(image_size: int, generator: torch.Generator, strokes: int = 3, width_frac: float = 0.08) -> torch.Tensor:
-    """Random brush strokes to fill: each a thick polyline of 4 random points. [1, H, W]."""
-    n = RENDER_SIZE
-    coords = (torch.arange(n, dtype=torch.float32) + 0.5) / n
-    y, x = torch.meshgrid(coords, coords, indexing="ij")
-    fill = torch.zeros(n, n, dtype=torch.bool)
-    for _ in range(strokes):
-        points = torch.rand(4, 2, generator=generator) * 0.8 + 0.1
-        for (ax, ay), (bx, by) in zip(points[:-1].tolist(), points[1:].tolist()):
-            # distance from every pixel to the segment a-b
-            vx, vy = bx - ax, by - ay
-            u = (((x - ax) * vx + (y - ay) * vy) / max(vx * vx + vy * vy, 1e-12)).clamp(0, 1)
-            fill |= (x - ax - u * vx) ** 2 + (y - ay - u * vy) ** 2 <= (width_frac / 2) ** 2
-    return downsample_mask((~fill).float()[None], _check_size(image_size))
-
-
-def _check_size(image_size: int) -> int:
-    if image_size < 1 or RENDER_SIZE % image_size:
-        raise ValueError(f"image_size must divide {RENDER_SIZE} (e.g. 16, 32, 64, 128, 256), got {image_size}")
-    return image_size
+    return downsample_mask((~(inside_x & inside_y)).float()[None], check_size(image_size))

@@ -1,6 +1,7 @@
-"""Fast sampling settings for the GLIDE cascade, and the cascade itself (base 64 px with classifier-free
-guidance, then the 256 px upsampler), so that `glide-minimal bench released` can time the official recipe
-and ours side by side on the same weights.
+"""Sampling settings for the GLIDE cascade (base 64 px with classifier-free guidance, then the 256 px
+upsampler): the release's recipe and ours, and `prepare`, which runs a network under them. The cascade itself
+is TextPipeline(upsample=True) (pipelines/text.py); `pipe.optimize(settings)` applies a setting to a
+pipeline, so `glide-minimal bench released` times the official recipe and ours on the same weights and code.
 
 Official recipe (glide-text2im's text2im notebook): fp32, 100 ancestral base steps with classifier-free
 guidance in one batched forward (the conditional and unconditional halves as one batch of 2N), then 27 DDIM
@@ -17,11 +18,11 @@ from typing import Callable
 
 import torch
 
-from .config import Config
-from .diffusion import GaussianDiffusion, ddim_sample_loop, p_sample_loop
-from .diffusion.guidance import classifier_free_model_fn
-
-UPSAMPLE_TEMPERATURE = 0.997  # the released upsampler's sampling temperature
+# The released upsampler's sampling recipe (glide-text2im's text2im notebook): DDIM over the 27-step
+# "fast27" respacing, from a starting noise x_T scaled by the temperature 0.997.
+RELEASE_UPSAMPLE_STEPS = "fast27"
+RELEASE_UPSAMPLE_SAMPLER = "ddim"
+RELEASE_UPSAMPLE_TEMPERATURE = 0.997
 
 
 def bf16_supported(device: torch.device) -> bool:
@@ -45,8 +46,8 @@ class Settings:
     channels_last: bool = False
     compile: bool = False
     base_steps: str = "100"
-    upsample_steps: str = "fast27"
-    upsample_sampler: str = "ddim"  # the release samples its upsampler with DDIM, also over fast27
+    upsample_steps: str = RELEASE_UPSAMPLE_STEPS
+    upsample_sampler: str = RELEASE_UPSAMPLE_SAMPLER
 
     @property
     def precision(self) -> str:
@@ -57,7 +58,7 @@ class Settings:
         return "ddim" if self.base_steps.startswith("ddim") else "ancestral"
 
 
-def official_settings(base_steps: str = "100", upsample_steps: str = "fast27") -> Settings:
+def official_settings(base_steps: str = "100", upsample_steps: str = RELEASE_UPSAMPLE_STEPS) -> Settings:
     """glide-text2im's recipe: fp32, contiguous layout, ancestral base steps, DDIM over fast27 for the upsampler."""
     return Settings("official", base_steps=base_steps, upsample_steps=upsample_steps)
 
@@ -87,40 +88,3 @@ def prepare(model: torch.nn.Module, settings: Settings) -> Callable[..., torch.T
             return net(x_t, t, **kwargs).float()
 
     return model_fn
-
-
-def caption_inputs(cfg: Config, batch: int, device: torch.device, seed: int = 0) -> tuple[dict, dict]:
-    """Random 8-token captions (random weights need no real words) and the empty caption:
-    ({"tokens", "mask"} conditional, the same unconditional), tokens [N, text_ctx] long, mask [N, text_ctx] bool."""
-    from .models.text import tokenizer_vocab_size
-
-    m = cfg.model
-    vocab = m.text_vocab_size or tokenizer_vocab_size(m.tokenizer, m.text_ctx)
-    g = torch.Generator().manual_seed(seed)
-    length = min(8, m.text_ctx)
-    tokens = torch.zeros(batch, m.text_ctx, dtype=torch.long)
-    tokens[:, :length] = torch.randint(1, vocab, (batch, length), generator=g)
-    mask = torch.zeros(batch, m.text_ctx, dtype=torch.bool)
-    mask[:, :length] = True
-    cond = {"tokens": tokens.to(device), "mask": mask.to(device)}
-    return cond, {"tokens": torch.zeros_like(cond["tokens"]), "mask": torch.zeros_like(cond["mask"])}
-
-
-@torch.no_grad()
-def cascade(base_fn: Callable, upsample_fn: Callable, base_cfg: Config, upsample_cfg: Config, settings: Settings,
-            cond: dict, uncond: dict, guidance_scale: float = 3.0, seed: int = 0) -> torch.Tensor:
-    """Text -> 64 px with classifier-free guidance -> 256 px. Returns [N, 3, 256, 256] in [-1, 1]."""
-    n, device = len(cond["tokens"]), cond["tokens"].device
-    g = torch.Generator(device=device).manual_seed(seed)
-    guided = classifier_free_model_fn(base_fn, guidance_scale, uncond, base_cfg.model.out_channels)
-    base_diffusion = GaussianDiffusion.from_config(base_cfg.diffusion, settings.base_steps)
-    loop = ddim_sample_loop if settings.base_sampler == "ddim" else p_sample_loop
-    size = base_cfg.model.image_size
-    low_res = loop(base_diffusion, guided, (n, 3, size, size), model_kwargs=cond, generator=g, device=device)
-    up_diffusion = GaussianDiffusion.from_config(upsample_cfg.diffusion, settings.upsample_steps)
-    size = upsample_cfg.model.image_size
-    shape, kwargs = (n, 3, size, size), {**cond, "low_res": low_res}
-    # The temperature scales x_T only, as the release (and UpsamplePipeline) does.
-    noise = torch.randn(shape, generator=g, device=device) * UPSAMPLE_TEMPERATURE
-    loop = ddim_sample_loop if settings.upsample_sampler == "ddim" else p_sample_loop
-    return loop(up_diffusion, upsample_fn, shape, noise=noise, model_kwargs=kwargs, generator=g, device=device)

@@ -25,12 +25,16 @@ from tqdm import tqdm
 
 from .checkpoint import (CheckpointError, atomic_write_bytes, load_metadata, load_state_dict_into, load_tensors,
                          remove_stale_temp_files, save_tensors)
-from .config import Config, validate
+from .checks import check_device, default_device
+from .conditioning import training_batch
+from .config import Config, low_res_size, validate
 from .datasets import load_dataset
 from .diffusion import GaussianDiffusion
+from .finetune import init_from_pretrained
 from .models import build_model
 from .models.clip import clip_loss_terms
 from .models.text import get_tokenizer
+from .masks import area_downsample
 from .parallel import (data_parallel, enable_activation_checkpointing, full_optimizer_state, full_state_dict,
                        full_tensor, gradient_sync, is_sharded, load_sharded, local_tensor, shard)
 
@@ -89,18 +93,6 @@ def non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
     return [k for k in suspects if not torch.isfinite(floating[k]).all()]
 
 
-def _step_generator(seed: int, step: int, device) -> torch.Generator:
-    g = torch.Generator(device=device)
-    g.manual_seed((seed * 1_000_003 + step) % (2**63))
-    return g
-
-
-def pick_device(device: str | None = None) -> torch.device:
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 class Trainer:
     """Train cfg's model on cfg's data; checkpoints, the config and a JSONL log go to `out_dir`.
 
@@ -117,7 +109,7 @@ class Trainer:
         # Launched by torchrun (its env:// variables are set): even one process joins a process group, so
         # `torchrun --nproc-per-node 1` runs the real DDP / FSDP code path.
         self.distributed = self.world > 1 or all(k in os.environ for k in ("RANK", "MASTER_ADDR", "MASTER_PORT"))
-        self.device = pick_device(device)
+        self.device = check_device(device) if device else default_device()
         if self.distributed and not dist.is_initialized():
             if self.device.type == "cuda":
                 self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -135,8 +127,6 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
         self.model = build_model(cfg).to(self.device)
         if cfg.train.init_from and not (resume and (self.out_dir / CHECKPOINT).exists()):
-            from .finetune import init_from_pretrained
-
             init_from_pretrained(self.model, cfg.train.init_from)  # fine-tuning starts from a shipped model
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         self.diffusion = GaussianDiffusion.from_config(cfg.diffusion)
@@ -173,9 +163,6 @@ class Trainer:
             tokens, mask = get_tokenizer(m.tokenizer, m.text_ctx).padded_tokens_and_mask(targets)
             cond = {"tokens": tokens, "mask": mask}
         if self.cfg.task == "diffusion" and self.cfg.model.super_res:
-            from .conditioning import area_downsample
-            from .config import low_res_size
-
             # The upsampler's conditioning: the exact area-average of each target (for ShapesWorld, its own
             # lower-resolution render), computed once; batch() crops and noise-augments it.
             cond["low_res"] = area_downsample(images, low_res_size(self.cfg))
@@ -209,56 +196,8 @@ class Trainer:
         return self.cfg.train.lr * min(1.0, (step + 1) / warmup) if warmup > 0 else self.cfg.train.lr
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
-        """This rank's slice of step's global batch: x_start, t, noise, model_kwargs."""
-        from . import conditioning as cond_data
-        from .config import low_res_size
-
-        cfg, m, data = self.cfg, self.cfg.model, self.cfg.data
-        g = _step_generator(cfg.train.seed, step, "cpu")
-        n = cfg.train.batch_size
-        size = data.crop_size or self.images.shape[-1]  # crops: x_start (and its noise) is the crop
-        factor = self.images.shape[-1] // low_res_size(cfg) if m.super_res else 1
-        idx = torch.randint(len(self.images), (n,), generator=g)
-        t = torch.randint(self.diffusion.num_timesteps, (n,), generator=g)
-        noise = torch.randn((n, self.images.shape[1], size, size), generator=g)
-        drop = torch.rand(n, generator=g) < cfg.data.p_uncond
-        # Chapters 6-7 draw after the original draws, so configs without crops or augmentation replay old runs.
-        if data.crop_size:
-            corners = cond_data.draw_crop_corners(n, self.images.shape[-1], size, factor, g)
-        if m.super_res and data.low_res_aug_max:
-            levels = cond_data.draw_aug_levels(n, data.low_res_aug_max, g)
-            aug_noise = torch.randn((n, self.images.shape[1], size // factor, size // factor), generator=g)
-        local = slice(self.rank * n // self.world, (self.rank + 1) * n // self.world)
-        idx, t, noise, drop = idx[local], t[local], noise[local], drop[local]
-        idx, drop = idx.to(self.device), drop.to(self.device)
-        kwargs = {k: v[idx] for k, v in self.cond.items()}
-        x_start, low_res = self.images[idx], kwargs.pop("low_res", None)
-        if data.crop_size:
-            corners = corners[local]
-            x_start = cond_data.crop(x_start, corners, size)
-            if low_res is not None:  # the same part of the scene, seen small
-                low_res = cond_data.crop(low_res, corners // factor, size // factor)
-        if cfg.task == "diffusion":
-            if cfg.model.num_classes > 0:
-                kwargs["labels"][drop] = cfg.model.num_classes  # the null label (classifier-free guidance)
-            elif cfg.model.text_ctx > 0:
-                kwargs["tokens"][drop] = 0  # the empty caption: all padding (GLIDE's unconditional input)
-                kwargs["mask"][drop] = False
-            else:
-                kwargs = {}
-            if m.super_res:
-                s = levels[local].to(self.device) if data.low_res_aug_max else torch.zeros_like(t).to(self.device)
-                if data.low_res_aug_max:
-                    low_res = cond_data.augment_low_res(self.diffusion, low_res, s, aug_noise[local].to(self.device))
-                kwargs["low_res"] = low_res
-                if m.aug_level_embed:
-                    kwargs["aug_level"] = s
-            if m.inpaint:  # GLIDE section 4.3: erase a random region; the rest (and the mask) are inputs
-                masks = cond_data.random_masks(range(local.start, local.stop), self.images.shape[-1], data.mask_kinds,
-                                               cfg.train.seed, step).to(self.device)
-                kwargs["inpaint_image"] = x_start
-                kwargs["inpaint_mask"] = cond_data.crop(masks, corners, size) if data.crop_size else masks
-        return x_start, t.to(self.device), noise.to(self.device), kwargs
+        """This rank's slice of step's global batch: x_start, t, noise, model_kwargs (conditioning.training_batch)."""
+        return training_batch(self.cfg, self.images, self.cond, self.diffusion, step, self.rank, self.world)
 
     def loss_terms(self, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, kwargs: dict) -> dict:
         """Per-example terms [N] with a 'loss' among them, for the config's task."""

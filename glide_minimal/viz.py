@@ -5,6 +5,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from einops import rearrange
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Rectangle
+
+from .models import build_model
+from .models.layers import AttentionBlock, Downsample, ResBlock, Upsample
 
 
 def image_grid(images: torch.Tensor, nrow: int = 8, pad: int = 1, pad_value: float = 1.0) -> np.ndarray:
@@ -52,7 +56,7 @@ def denoising_strip(trajectory, num_frames: int = 8, sample_index: int = 0, show
 
 def timestep_scrubber(trajectory, sample_index: int = 0):
     """An ipywidgets slider over a trajectory's steps showing x_t and the predicted x_0 (live use only)."""
-    import ipywidgets as widgets
+    import ipywidgets as widgets  # here, not at the top: optional (the [book] extra), and slow to import
 
     out = widgets.Output()
 
@@ -75,8 +79,6 @@ def timestep_scrubber(trajectory, sample_index: int = 0):
 
 def _describe(block) -> tuple[str, int, bool]:
     """(label, output channels, has attention) of one EmbedSequential block of the U-Net."""
-    from .models.layers import AttentionBlock, Downsample, ResBlock, Upsample
-
     parts, channels, attn = [], None, False
     for layer in block:
         if isinstance(layer, ResBlock):
@@ -97,8 +99,6 @@ def _describe(block) -> tuple[str, int, bool]:
 def unet_diagram(model, ax=None):
     """Draw a U-Net's blocks from the model itself: encoder down the left, decoder up the right,
     skip connections across, resolution on the y axis, and the embedding path into every ResBlock."""
-    from matplotlib.patches import FancyArrowPatch, Rectangle
-
     cfg = model.cfg
     blocks = [("enc", b) for b in model.input_blocks] + [("mid", model.middle_block)] + [("dec", b) for b in model.output_blocks]
     if ax is None:
@@ -140,8 +140,6 @@ def unet_diagram(model, ax=None):
 
 def text_conditioning_diagram(model, ax=None):
     """GLIDE's two routes from caption to pixels, labelled with this model's sizes (GLIDE's paper has no figure)."""
-    from matplotlib.patches import FancyArrowPatch
-
     m = model.cfg
     emb = 4 * m.model_channels
     attn_sizes = ", ".join(f"{s} px" for s in sorted(m.attention_resolutions, reverse=True))
@@ -185,8 +183,6 @@ def text_conditioning_diagram(model, ax=None):
 
 def _draw_boxes(ax, boxes: dict, width: float = 2.4, height: float = 1.0) -> None:
     """Rounded boxes {name: (x center, y center, text, color)} for the diagrams."""
-    from matplotlib.patches import FancyBboxPatch
-
     for x, y, text, color in boxes.values():
         ax.add_patch(FancyBboxPatch((x - width / 2, y - height / 2), width, height, boxstyle="round,pad=0.05",
                                     facecolor=color, edgecolor="0.3", linewidth=0.8))
@@ -198,10 +194,6 @@ def cascade_diagram(base_cfg, upsample_cfg, *, base_steps: int | str = 25, guida
     """GLIDE's two-stage cascade with these configs' sizes: caption -> base (guided) -> low-res image ->
     bilinear upsample (+ noise augmentation) -> concatenated to x_t of the upsampler -> high-res image.
     For inpainting configs (model.inpaint) the known image times the mask and the mask join both stages' inputs."""
-    from matplotlib.patches import FancyArrowPatch
-
-    from .models import build_model
-
     b, u = base_cfg.model, upsample_cfg.model
     params = lambda cfg: sum(p.numel() for p in build_model(cfg, device="meta").parameters()) / 1e6
     level = upsample_cfg.data.low_res_aug_sample if aug_level is None else aug_level
@@ -248,8 +240,6 @@ def text_attention_maps(model, x_t: torch.Tensor, t: torch.Tensor, tokens: torch
     Returns [(layer name, maps [N, text_ctx, h, w])], averaged over heads: the share of a pixel's
     softmax (over text tokens and pixels together) that lands on each text position.
     """
-    from .models.layers import AttentionBlock
-
     blocks = [(name, m) for name, m in model.named_modules() if isinstance(m, AttentionBlock) and m.encoder_kv is not None]
     for _, block in blocks:
         block.keep_attention = True

@@ -113,7 +113,7 @@ def pipelines() -> str:
     """The shipped chapter 1-3 pipelines on the GPU: unconditional, CFG and classifier guidance."""
     import glide_minimal as gm
 
-    ev = gm.pretrained.load_evaluator(device="cuda")
+    ev = gm.load_evaluator(device="cuda")
     ddpm = gm.load_pipeline("tutorial-ddpm", device="cuda")
     start = time.perf_counter()
     images = ddpm(256, steps=100, seed=0)

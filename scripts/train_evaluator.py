@@ -14,7 +14,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from glide_minimal import pretrained  # noqa: E402
-from glide_minimal.metrics import train_digit_evaluator, train_shapes_evaluator  # noqa: E402
+from glide_minimal.evaluators import train_digit_evaluator, train_shapes_evaluator  # noqa: E402
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--world", choices=["digits", "shapes"], default="digits")

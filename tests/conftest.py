@@ -132,6 +132,57 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
+# -- the tiny U-Net's parameters, counted by hand from its layer shapes (ADM: Dhariwal & Nichol 2021) -------
+def conv_params(c_in: int, c_out: int, k: int) -> int:
+    """A k x k convolution with a bias."""
+    return c_in * c_out * k * k + c_out
+
+
+def linear_params(d_in: int, d_out: int) -> int:
+    return d_in * d_out + d_out
+
+
+def norm_params(c: int) -> int:
+    """GroupNorm: a scale and a shift per channel, whatever the number of groups."""
+    return 2 * c
+
+
+def resblock_params(c_in: int, c_out: int, emb: int) -> int:
+    """norm, 3x3 conv, the embedding's scale and shift (emb -> 2 c_out), norm, 3x3 conv, and a 1x1 conv on
+    the skip path when the width changes. Resampling (up/down) adds no parameters."""
+    skip = conv_params(c_in, c_out, 1) if c_in != c_out else 0
+    return (norm_params(c_in) + conv_params(c_in, c_out, 3) + linear_params(emb, 2 * c_out) + norm_params(c_out)
+            + conv_params(c_out, c_out, 3) + skip)
+
+
+def attention_params(c: int) -> int:
+    """norm, the fused q, k, v projection (1x1, c -> 3c) and the output projection (1x1, c -> c)."""
+    return norm_params(c) + conv_params(c, 3 * c, 1) + conv_params(c, c, 1)
+
+
+def tiny_parameter_count(num_classes: int = 0) -> int:
+    """The parameters of tiny_config()'s U-Net, from TINY alone (208,369 without labels): 8 px, one channel
+    in and out (no learned sigma), width C = 16 with channel_mult [1, 2] (16 at 8 px, 32 at 4 px), one
+    ResBlock per level, attention at 4 px, resampling ResBlocks, time embedding E = 4C = 64."""
+    c, e = 16, 64
+    time = linear_params(c, e) + linear_params(e, e)  # sinusoid(t) [C] -> E -> E
+    labels = (num_classes + 1) * e if num_classes else 0  # a row per class and one for the null label
+    # The encoder's blocks and the widths they hand to the decoder's skips: 16, 16, 16, 32.
+    encoder = (conv_params(1, c, 3)  # 8 px
+               + resblock_params(c, c, e)  # 8 px
+               + resblock_params(c, c, e)  # 8 -> 4 px
+               + resblock_params(c, 2 * c, e) + attention_params(2 * c))  # 4 px
+    middle = resblock_params(2 * c, 2 * c, e) + attention_params(2 * c) + resblock_params(2 * c, 2 * c, e)
+    # Each decoder ResBlock takes its input concatenated with the last skip not yet used.
+    decoder = (resblock_params(2 * c + 2 * c, 2 * c, e) + attention_params(2 * c)  # 4 px
+               + resblock_params(2 * c + c, 2 * c, e) + attention_params(2 * c)  # 4 px
+               + resblock_params(2 * c, 2 * c, e)  # 4 -> 8 px
+               + resblock_params(2 * c + c, c, e)  # 8 px
+               + resblock_params(c + c, c, e))  # 8 px
+    out = norm_params(c) + conv_params(c, 1, 3)
+    return time + labels + encoder + middle + decoder + out
+
+
 # The text-conditional variant: TINY on 16x16 ShapesWorld (the renderer's smallest useful size).
 TINY_TEXT = {
     **TINY,

@@ -19,10 +19,11 @@ import yaml
 from conftest import randomize_, tiny_config, tiny_text_config
 from glide_minimal import cli, pretrained
 from glide_minimal.checkpoint import CheckpointError
+from glide_minimal.checks import check_finite_range, check_seed
 from glide_minimal.cli import main
 from glide_minimal.models import build_model, get_tokenizer
-from glide_minimal.pipeline import (ClassPipeline, DiffusionPipeline, InpaintPipeline, TextPipeline, UpsamplePipeline,
-                                    check_finite_range, check_seed)
+from glide_minimal.pipelines import ClassPipeline, DiffusionPipeline, InpaintPipeline, TextPipeline, UpsamplePipeline
+from glide_minimal.pipelines.loading import inpaint_group
 
 PROMPT = "a large red circle in the center"
 BASE = {"model.image_size": 8, "data.image_size": 8, "model.attention_resolutions": [4]}
@@ -292,7 +293,7 @@ def test_inpaint_pipeline_checks_its_settings_before_loading_a_checkpoint(tmp_pa
     image, mask = edit_inputs()
     args = {"prompt": PROMPT, **change}
     with pytest.raises(ValueError) as info:
-        InpaintPipeline("tutorial-text")(args.pop("prompt"), image, mask, **args)
+        inpaint_group("tutorial-text", torch.device("cpu"))(args.pop("prompt"), image, mask, **args)
     assert not isinstance(info.value, CheckpointError) and name in str(info.value)
 
 
@@ -347,7 +348,7 @@ def sample_args(tmp_path, *extra: str) -> list[str]:
 ])
 def test_cli_sample_refuses_bad_flags_in_one_line_before_loading(tiny_checkpoints, monkeypatch, capsys, flag, value,
                                                                   fragment):
-    monkeypatch.setattr("glide_minimal.pipeline.load_pipeline", None)  # loading a pipeline would be a TypeError
+    monkeypatch.setattr(cli, "load_pipeline", None)  # loading a pipeline would be a TypeError
     assert main(sample_args(tiny_checkpoints, f"{flag}={value}")) == 2  # "=": argparse takes "-inf" for a flag
     one_line_error(capsys, "glide-minimal sample: error: ", fragment)
     assert not (tiny_checkpoints / "grid.png").exists()
@@ -382,7 +383,7 @@ def out_cases(tmp_path):
 @pytest.mark.parametrize("index", range(5))
 def test_cli_sample_checks_out_before_sampling(tiny_checkpoints, monkeypatch, capsys, index):
     out, fragment = out_cases(tiny_checkpoints)[index]
-    monkeypatch.setattr("glide_minimal.pipeline.load_pipeline", None)
+    monkeypatch.setattr(cli, "load_pipeline", None)
     assert main(sample_args(tiny_checkpoints, "--out", str(out))) == 2
     one_line_error(capsys, "glide-minimal sample: error: argument --out: ", fragment)
 
@@ -397,7 +398,7 @@ def test_cli_sample_refuses_an_unwritable_out(tiny_checkpoints, monkeypatch, cap
         real = os.access
         refused = {str(locked), str(readonly)}
         monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) in refused else real(p, mode))
-    monkeypatch.setattr("glide_minimal.pipeline.load_pipeline", None)
+    monkeypatch.setattr(cli, "load_pipeline", None)
     try:
         assert main(sample_args(tiny_checkpoints, "--out", str(locked / "grid.png"))) == 2
         one_line_error(capsys, f"argument --out: cannot write to the folder {locked}")
@@ -424,7 +425,7 @@ def test_cli_sample_writes_every_listed_image_format(tiny_checkpoints, capsys):
 def test_cli_turns_expected_errors_into_one_line(monkeypatch, capsys, error):
     def fail(args):
         raise error
-    monkeypatch.setattr(cli, "cmd_info", fail)
+    monkeypatch.setitem(cli.COMMANDS, "info", cli.COMMANDS["info"]._replace(run=fail))
     assert main(["info", "--config", "tutorial-ddpm"]) == 2
     err = one_line_error(capsys, "glide-minimal: error: ")
     if isinstance(error, OSError):
@@ -439,7 +440,7 @@ def test_cli_turns_expected_errors_into_one_line(monkeypatch, capsys, error):
 def test_cli_lets_a_real_bug_show_its_traceback(monkeypatch, bug):
     def fail(args):
         raise bug
-    monkeypatch.setattr(cli, "cmd_info", fail)
+    monkeypatch.setitem(cli.COMMANDS, "info", cli.COMMANDS["info"]._replace(run=fail))
     with pytest.raises(type(bug)):
         main(["info", "--config", "tutorial-ddpm"])
 

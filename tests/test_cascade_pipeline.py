@@ -18,9 +18,10 @@ from glide_minimal.checkpoint import CheckpointError
 from glide_minimal.diffusion import GaussianDiffusion
 from glide_minimal.diffusion.guidance import inpaint_denoised_fn, replacement_model_fn
 from glide_minimal.finetune import transfer_weights
+from glide_minimal.masks import box_mask
 from glide_minimal.models import build_model
-from glide_minimal.pipeline import InpaintPipeline, TextPipeline, UpsamplePipeline, load_pipeline, make_generator
-from glide_minimal.shapesworld import box_mask
+from glide_minimal.checks import make_generator
+from glide_minimal.pipelines import InpaintPipeline, TextPipeline, UpsamplePipeline, load_pipeline
 
 PROMPT = "a large red circle in the center"
 BASE = {"model.image_size": 8, "data.image_size": 8, "model.attention_resolutions": [4]}
@@ -28,6 +29,12 @@ UPSAMPLER = {"model.image_size": 32, "data.image_size": 32, "model.attention_res
              "data.low_res_size": 8, "model.aug_level_embed": True, "data.low_res_aug_max": 20,
              "data.low_res_aug_sample": 5, "data.p_uncond": 0.0, "diffusion.sample_respacing": "fast27"}
 FAST = dict(steps=3, upsample_steps="4")  # a few steps per stage: the tests check plumbing, not quality
+
+
+# What the shipped MANIFEST names: the text model's group, and each inpainting model's text model.
+COMPANIONS = {"tutorial-text": {"upsample": "tutorial-text-upsample", "inpaint": "tutorial-text-inpaint",
+                                "upsample-inpaint": "tutorial-text-upsample-inpaint"},
+              "tutorial-text-inpaint": {"text": "tutorial-text"}, "tutorial-text-upsample-inpaint": {"text": "tutorial-text"}}
 
 
 def publish_tiny(root, names=("tutorial-text", "tutorial-text-upsample", "tutorial-text-inpaint",
@@ -41,11 +48,12 @@ def publish_tiny(root, names=("tutorial-text", "tutorial-text-upsample", "tutori
         inpaint_cfg = tiny_text_config({**overrides, "model.inpaint": True})
         model = build_model(inpaint_cfg)
         transfer_weights(models[name][0].state_dict(), cfg.model, model)
-        models[pretrained.companion(name, "inpaint")] = (randomize_(model, seed=3), inpaint_cfg)
+        models[name.replace("text", "text-inpaint") if name == "tutorial-text" else f"{name}-inpaint"] = (
+            randomize_(model, seed=3), inpaint_cfg)
     for name in names:
         model, cfg = models[name]
         pretrained.publish(name, model.state_dict(), cfg.to_dict(), record={"command": "pytest"}, dtype=torch.float32,
-                           root=root)
+                           root=root, companions=COMPANIONS.get(name, {}))
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +82,7 @@ def edit(shipped) -> InpaintPipeline:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GLIDE_MINIMAL_CHECKPOINTS", str(shipped))
         pipe = load_pipeline("tutorial-inpaint", "cpu")
-        for role in ("inpaint", "upsample-inpaint", "", "upsample"):
+        for role in ("inpaint", "upsample-inpaint", "text", "upsample"):
             pipe.stage(role)
     return pipe
 
@@ -87,25 +95,58 @@ def edit_inputs(n: int = 2, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]
 
 
 # -- names -----------------------------------------------------------------------------------------------
-def test_companion_names_keep_gpu_last_and_strip_role_inverts_them():
-    assert pretrained.companion("tutorial-text", "upsample") == "tutorial-text-upsample"
-    assert pretrained.companion("tutorial-text-gpu", "upsample-inpaint") == "tutorial-text-upsample-inpaint-gpu"
-    roles = ("inpaint", "upsample-inpaint")
-    assert pretrained.strip_role("tutorial-text-upsample-inpaint-gpu", roles) == "tutorial-text-gpu"
-    assert pretrained.strip_role("tutorial-text-inpaint", roles) == "tutorial-text"
+def test_companions_are_what_the_manifest_entry_names():
+    assert pretrained.companions("tutorial-text") == COMPANIONS["tutorial-text"]
+    assert pretrained.companions("tutorial-text-upsample") == {}
+    publish_tiny(root := pretrained.checkpoint_dir(), names=())  # nothing new: a re-publish keeps the entry
+    assert pretrained.companions("tutorial-text-inpaint", root) == {"text": "tutorial-text"}
+
+
+def test_companions_are_never_inferred_from_names(tmp_path, monkeypatch):
+    """A checkpoint named like another's upsampler is not its upsampler unless the MANIFEST says so."""
+    publish_tiny(tmp_path, names=("tutorial-text-upsample",))
+    model, cfg = load_pipeline("tutorial-text", "cpu").model, load_pipeline("tutorial-text", "cpu").cfg
+    pretrained.publish("tutorial-text", model.state_dict(), cfg.to_dict(), record={"command": "pytest"},
+                       dtype=torch.float32, root=tmp_path)  # no companions
+    monkeypatch.setenv("GLIDE_MINIMAL_CHECKPOINTS", str(tmp_path))
+    pipe = load_pipeline("tutorial-text", "cpu")
+    with pytest.raises(ValueError, match="upsample=True needs an upsampler, and the MANIFEST entry of "
+                                         "'tutorial-text' names no 'upsample' companion"):
+        pipe(PROMPT, upsample=True, **FAST)
+    pretrained.publish("tutorial-text", model.state_dict(), cfg.to_dict(), record={"command": "pytest"},
+                       dtype=torch.float32, root=tmp_path, companions={"upsample": "tutorial-text-upsample"})
+    assert load_pipeline("tutorial-text", "cpu")(PROMPT, upsample=True, **FAST).shape == (1, 3, 32, 32)
+
+
+def test_republishing_keeps_the_companions_unless_new_ones_are_given(tmp_path):
+    publish_tiny(tmp_path, names=("tutorial-text",))
+    model, cfg = build_model(tiny_text_config(BASE)), tiny_text_config(BASE)
+    pretrained.publish("tutorial-text", model.state_dict(), cfg.to_dict(), record={"command": "again"}, root=tmp_path)
+    assert pretrained.companions("tutorial-text", tmp_path) == COMPANIONS["tutorial-text"]
+    pretrained.publish("tutorial-text", model.state_dict(), cfg.to_dict(), record={"command": "again"}, root=tmp_path,
+                       companions={"clip": "my-clip"})
+    assert pretrained.companions("tutorial-text", tmp_path) == {"clip": "my-clip"}
 
 
 def test_load_pipeline_returns_the_pipeline_of_each_role():
     assert isinstance(load_pipeline("tutorial-text-upsample", "cpu"), UpsamplePipeline)
     for name in ("tutorial-inpaint", "tutorial-text-inpaint", "tutorial-text-upsample-inpaint"):
         pipe = load_pipeline(name, "cpu")
-        assert isinstance(pipe, InpaintPipeline) and pipe.text_name == "tutorial-text"
+        assert isinstance(pipe, InpaintPipeline)
+        flags = {role: (pipe.stage(role).cfg.model.super_res, pipe.stage(role).cfg.model.inpaint)
+                 for role in InpaintPipeline.ROLES}
+        assert flags == {role: spec[1:] for role, spec in InpaintPipeline.ROLES.items()}
 
 
-def test_inpaint_pipeline_without_any_of_its_checkpoints_is_a_clear_error(tmp_path, monkeypatch):
+def test_inpaint_pipeline_without_its_checkpoints_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("GLIDE_MINIMAL_CHECKPOINTS", str(tmp_path))
-    with pytest.raises(KeyError, match="pipeline 'tutorial-inpaint' needs the checkpoints tutorial-text, "):
+    with pytest.raises(CheckpointError, match="the text model whose MANIFEST entry names the 'tutorial-inpaint' group: "
+                                              "the checkpoint 'tutorial-text', which is not in"):
         load_pipeline("tutorial-inpaint", "cpu")
+    publish_tiny(tmp_path, names=("tutorial-text-inpaint", "tutorial-text"))  # the group's two upsamplers are missing
+    edit = load_pipeline("tutorial-inpaint", "cpu")
+    with pytest.raises(CheckpointError, match="the checkpoint 'tutorial-text-upsample-inpaint', which is not in"):
+        edit.stage("upsample-inpaint")
 
 
 # -- the cascade -----------------------------------------------------------------------------------------
@@ -135,7 +176,7 @@ def test_upsampler_runs_glides_fast27_from_noise_scaled_by_the_temperature(text,
 
 def test_the_cascade_samples_its_upsampler_with_ddim_like_the_release(text, monkeypatch):
     """glide-text2im's text2im notebook runs diffusion_up.ddim_sample_loop over fast27 (eta 0)."""
-    import glide_minimal.pipeline as pipeline
+    import glide_minimal.pipelines.base as pipeline
 
     used = []
     for name in ("ddim_sample_loop", "p_sample_loop"):
@@ -173,7 +214,7 @@ def test_upsample_without_an_upsampler_checkpoint_names_it(tmp_path, monkeypatch
     publish_tiny(tmp_path, names=("tutorial-text",))
     monkeypatch.setenv("GLIDE_MINIMAL_CHECKPOINTS", str(tmp_path))
     pipe = load_pipeline("tutorial-text", "cpu")
-    with pytest.raises(CheckpointError, match="the checkpoint 'tutorial-text-upsample', which is not in any of the places searched .*train_ch6.sh"):
+    with pytest.raises(CheckpointError, match="the checkpoint 'tutorial-text-upsample', which is not in any of the places searched .*train_ch"):
         pipe(PROMPT, upsample=True, steps=2)
     with pytest.raises(ValueError, match="unknown upsample_sampler 'plms'; choose one of: ancestral, ddim"):
         load_pipeline("tutorial-text", "cpu")(PROMPT, upsample=True, upsample_sampler="plms")
@@ -198,7 +239,7 @@ def test_model_and_replace_use_their_own_models(tmp_path, monkeypatch):
     pipe = load_pipeline("tutorial-inpaint", "cpu")
     image, mask = edit_inputs(1)
     assert pipe(PROMPT, image, mask, method="replace", **FAST).shape == (1, 3, 32, 32)
-    with pytest.raises(CheckpointError, match="base inpainting model .*'tutorial-text-inpaint', which is not in any of the places searched .*train_ch7.sh"):
+    with pytest.raises(CheckpointError, match="base inpainting model .*'tutorial-text-inpaint', which is not in any of the places searched .*train_ch"):
         pipe(PROMPT, image, mask, method="model", **FAST)
 
 
@@ -295,3 +336,36 @@ def test_cascade_diagram_labels_each_stage_with_its_configs_sizes(inpaint):
     assert f"{up.data.low_res_aug_sample} forward" in text
     assert (f"{10 if inpaint else 6} input channels") in text
     assert ("image*mask" in text) == inpaint
+
+
+# -- DPM-Solver++(2M) through every pipeline ------------------------------------------------------------
+def test_dpm_solver_runs_the_cascade_with_cfg_and_the_upsampler(text, monkeypatch):
+    import glide_minimal.pipelines.base as pipeline
+
+    used = []
+    original = pipeline.dpm_solver_sample_loop
+    monkeypatch.setattr(pipeline, "dpm_solver_sample_loop", lambda *a, **k: used.append(a[2]) or original(*a, **k))
+    out = text(PROMPT, steps=4, sampler="dpm++2m", upsample=True, upsample_steps="3", upsample_sampler="dpm++2m",
+               guidance_scale=3.0, seed=0)
+    assert out.shape == (1, 3, 32, 32) and torch.isfinite(out).all()
+    assert used == [(1, 3, 8, 8), (1, 3, 32, 32)]  # the base model (CFG-wrapped), then the upsampler
+    assert torch.equal(out, text(PROMPT, steps=4, sampler="dpm++2m", upsample=True, upsample_steps="3",
+                                 upsample_sampler="dpm++2m", guidance_scale=3.0, seed=0))
+
+
+@pytest.mark.parametrize("method", ["model", "replace"])
+def test_dpm_solver_edits_and_keeps_the_known_region(edit, method):
+    image, mask = edit_inputs(1)
+    out = edit(PROMPT, image, mask, method=method, sampler="dpm++2m", upsample_sampler="dpm++2m", **FAST)
+    keep = mask.expand_as(image) > 0.5
+    assert torch.equal(out[keep], image[keep]) and torch.isfinite(out).all()
+
+
+def test_dpm_solver_refuses_gradient_guidance_and_eta_before_any_work(text):
+    with pytest.raises(ValueError, match=r"sampler='dpm\+\+2m' cannot follow a guidance gradient \(CLIP or "
+                                         r"classifier guidance\); use one of: ancestral, ddim"):
+        text(PROMPT, guidance="clip", sampler="dpm++2m", steps=3)
+    with pytest.raises(ValueError, match=r"eta=0.5 is DDIM's noise; sampler='dpm\+\+2m' takes no eta"):
+        text(PROMPT, sampler="dpm++2m", eta=0.5, steps=3)
+    with pytest.raises(ValueError, match=r"upsample_sampler 'euler'; choose one of: ancestral, ddim, dpm\+\+2m"):
+        text(PROMPT, upsample=True, upsample_sampler="euler", steps=3)

@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 
 from conftest import assert_same_tensors, straight_and_resumed, tiny_text_config
-from glide_minimal.conditioning import augment_low_res, random_masks
+from glide_minimal.conditioning import augment_low_res, random_masks, step_generator
 from glide_minimal.config import load_config
 from glide_minimal.datasets import load_shapesworld
 from glide_minimal.diffusion import GaussianDiffusion
-from glide_minimal.train import Trainer, _step_generator
+from glide_minimal.train import Trainer
 
 # A 16 px "upsampler" from 4 px: the smallest ShapesWorld pair with the 4x factor of GLIDE.
 UP = {"model.super_res": True, "data.low_res_size": 4}
@@ -77,7 +77,7 @@ def test_low_res_is_the_area_average_of_x_start_and_the_4px_render(up_trainer):
     assert kwargs["low_res"].shape == (8, 3, 4, 4) and "aug_level" not in kwargs
     torch.testing.assert_close(kwargs["low_res"], F.avg_pool2d(x_start, 4), rtol=0, atol=1e-6)
     renders, _ = load_shapesworld(4)  # the same scenes in the same order, rendered at 4 px
-    idx = torch.randint(len(renders), (8,), generator=_step_generator(0, 0, "cpu"))
+    idx = torch.randint(len(renders), (8,), generator=step_generator(0, 0))
     torch.testing.assert_close(kwargs["low_res"], renders[idx], rtol=0, atol=1e-6)
 
 
@@ -88,7 +88,7 @@ def test_crops_come_with_the_matching_low_res_crop(tmp_path):
         x_start, _, noise, kwargs = trainer.batch(step)
         assert x_start.shape == noise.shape == (8, 3, 8, 8) and kwargs["low_res"].shape == (8, 3, 2, 2)
         torch.testing.assert_close(kwargs["low_res"], F.avg_pool2d(x_start, 4), rtol=0, atol=1e-6)
-        idx = torch.randint(len(trainer.images), (8,), generator=_step_generator(0, step, "cpu"))
+        idx = torch.randint(len(trainer.images), (8,), generator=step_generator(0, step))
         for img, full in zip(x_start, trainer.images[idx]):  # each crop is a window of its image, on the 4 px grid
             hits = [(y, x) for y in range(0, 9, 4) for x in range(0, 9, 4) if torch.equal(full[:, y:y + 8, x:x + 8], img)]
             assert hits, "a crop is no window of its training image on the low-res grid"
@@ -158,7 +158,7 @@ def test_configs_without_cascade_keys_draw_what_they_drew_before(tmp_path):
     """The new draws come after the old ones: a text model's batch is unchanged, so old runs resume exactly."""
     trainer = Trainer(tiny_text_config(), tmp_path, progress=False)
     x_start, t, noise, kwargs = trainer.batch(3)
-    g = _step_generator(0, 3, "cpu")
+    g = step_generator(0, 3)
     idx = torch.randint(len(trainer.images), (8,), generator=g)
     assert torch.equal(t, torch.randint(50, (8,), generator=g))
     assert torch.equal(noise, torch.randn((8, 3, 16, 16), generator=g))
@@ -186,9 +186,15 @@ def test_unet_takes_crops_but_not_sizes_it_cannot_halve():
         model(torch.zeros(1, 3, 7, 7), t, tokens=tokens, mask=mask, low_res=torch.zeros(1, 3, 2, 2))
 
 
-def test_info_counts_the_tutorial_cascade_configs(capsys):
+def test_info_counts_the_inpainting_upsamplers_extra_input_channels(capsys):
     from glide_minimal.cli import main
+    from glide_minimal.config import load_config
 
+    counts = []
     for name in ("tutorial-text-upsample", "tutorial-text-upsample-inpaint"):
         assert main(["info", "--config", name]) == 0
-    assert "1,721,830" in capsys.readouterr().out  # the upsampler's 1,720,678 + 4 new input channels x 32 x 3 x 3
+        counts.append(int(re.search(r"parameters\s+([\d,]+)", capsys.readouterr().out).group(1).replace(",", "")))
+    # The same network with more inputs: the known image and the mask (in_channels + 1) enter the first
+    # 3x3 conv, which gains in_channels + 1 input channels of model_channels filters each.
+    m = load_config("tutorial-text-upsample-inpaint").model
+    assert counts[1] - counts[0] == (m.in_channels + 1) * m.model_channels * 3 * 3 > 0

@@ -24,9 +24,24 @@ def flat(cfg: Config) -> dict:
     return out
 
 
-def test_available_configs_are_the_yaml_files():
-    assert available_configs() == sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-    assert "tutorial-ddpm" in available_configs()
+def test_available_configs_name_every_chapters_config():
+    names = available_configs()
+    chapters = {"tutorial-ddpm", "tutorial-digits", "tutorial-digits-classifier", "tutorial-text", "tutorial-text-clip",
+                "tutorial-text-upsample", "tutorial-text-inpaint", "tutorial-text-upsample-inpaint",
+                "glide-filtered-base", "glide-paper-base"}
+    assert chapters <= set(names)
+    assert names == sorted(set(names))  # sorted, no name twice (each loads: test_every_shipped_config_loads)
+
+
+def test_a_config_file_dropped_into_the_folder_is_listed_and_loads(tmp_path, monkeypatch):
+    import glide_minimal.config as config_module
+
+    (tmp_path / "tutorial-ddpm.yaml").write_text((CONFIG_DIR / "tutorial-ddpm.yaml").read_text())
+    (tmp_path / "b-wide.yaml").write_text(yaml.safe_dump({"inherit": "tutorial-ddpm", "model": {"model_channels": 64}}))
+    (tmp_path / "notes.txt").write_text("not a config")
+    monkeypatch.setattr(config_module, "CONFIG_DIR", tmp_path)
+    assert available_configs() == ["b-wide", "tutorial-ddpm"]  # sorted; the .txt file is not a config
+    assert load_config("b-wide").model.model_channels == 64
 
 
 @pytest.mark.parametrize("name", available_configs())
@@ -74,7 +89,7 @@ def test_bad_choice_error_lists_the_choices():
 @pytest.mark.parametrize(("key", "value", "message"), [
     ("model.num_res_blocks", "two", "model.num_res_blocks must be an integer, got 'two'"),
     ("model.learn_sigma", 1, "model.learn_sigma must be true or false, got 1"),
-    ("train.lr", "fast", "train.lr must be a number, got 'fast'"),
+    ("train.lr", "fast", "train.lr must be a finite number > 0, got 'fast'"),
     ("train.batch_size", 0, "train.batch_size must be positive, got 0"),
     ("train.ema_rate", 1.0, r"train.ema_rate must be in \[0, 1\)"),
 ])
@@ -206,11 +221,12 @@ def test_non_finite_yaml_spellings_are_errors(tmp_path):
 
 
 @pytest.mark.parametrize(("key", "value", "message"), [
-    ("train.lr", 0, "train.lr must be a finite number > 0, got 0.0"),
-    ("train.lr", -1e-4, "train.lr must be a finite number > 0, got -0.0001"),
-    ("train.weight_decay", -0.01, "train.weight_decay must be a finite number >= 0 (0: no weight decay), got -0.01"),
-    ("train.grad_clip", -1, "train.grad_clip must be a finite number > 0 (the largest gradient norm), or 0 for no "
-                            "clipping, got -1.0"),
+    # the format of checks.finite_range_rule, as every argument check: "in [0, 1)" / "> 0" for a number out of
+    # range, "a finite number in [0, 1)" for NaN, inf or no number at all
+    ("train.lr", 0, "train.lr must be > 0, got 0.0"),
+    ("train.lr", -1e-4, "train.lr must be > 0, got -0.0001"),
+    ("train.weight_decay", -0.01, "train.weight_decay must be >= 0 (0: no weight decay), got -0.01"),
+    ("train.grad_clip", -1, "train.grad_clip must be >= 0 (the largest gradient norm; 0: no clipping), got -1.0"),
     ("model.dropout", 1.0, "model.dropout must be in [0, 1), got 1.0"),
     ("model.dropout", -0.1, "model.dropout must be in [0, 1), got -0.1"),
     ("data.p_uncond", 1.5, "data.p_uncond must be in [0, 1), got 1.5"),
@@ -222,8 +238,8 @@ def test_float_out_of_range_names_the_value_and_the_range(key, value, message):
 
 def test_grad_clip_zero_is_no_clipping_and_null_says_so():
     assert load_config("tutorial-ddpm", overrides={"train.grad_clip": 0}).train.grad_clip == 0.0
-    with pytest.raises(ValueError, match=re.escape("train.grad_clip must be a number, got None; valid: a finite number "
-                                                   "> 0 (the largest gradient norm), or 0 for no clipping")):
+    with pytest.raises(ValueError, match=re.escape("train.grad_clip must be a finite number >= 0 (the largest gradient "
+                                                   "norm; 0: no clipping), got None")):
         load_config("tutorial-ddpm", overrides={"train.grad_clip": None})
 
 

@@ -246,7 +246,7 @@ def test_converted_released_configs_load_by_name():
 
 def test_load_pipeline_accepts_a_converted_file_and_reads_the_users_vocabulary(tmp_path, monkeypatch):
     from glide_minimal.models.bpe import GlideBPE
-    from glide_minimal.pipeline import TextPipeline, load_pipeline
+    from glide_minimal.pipelines import TextPipeline, load_pipeline
     from test_bpe import write_glide_vocab
 
     out = convert(released_pt(tmp_path, "base"), tmp_path / "base.safetensors", tiny_unet_config("base"))

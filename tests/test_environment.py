@@ -236,7 +236,7 @@ def test_readme_quick_start_names_only_shipped_pipelines_and_ci_runs_it():
     names = re.findall(r'load_pipeline\("([^"]+)"\)', snippet)
     assert "tutorial-ddpm" in names and "tutorial-inpaint" in names
     shipped = set(json.loads((ROOT / "data" / "checkpoints" / "MANIFEST.json").read_text())["checkpoints"])
-    aliases = {"tutorial-inpaint": "tutorial-text-inpaint"}  # glide_minimal.pipeline.INPAINT_PIPELINES
+    aliases = {"tutorial-inpaint": "tutorial-text"}  # glide_minimal.pipelines.INPAINT_GROUPS
     assert not [n for n in names if aliases.get(n, n) not in shipped], names
     assert "make wheel-check" in (ROOT / ".ci" / "run").read_text()
     assert re.search(r"^wheel-check:.*\n\t.*scripts/check_wheel\.py", (ROOT / "Makefile").read_text(), re.M)
@@ -254,3 +254,13 @@ def test_readme_documents_the_install_and_the_lookup_order():
                                          "data/checkpoints")):
         assert needle in text, (needle, text)
     assert readme.count("### Where checkpoints come from") == 1
+
+
+def test_lint_runs_in_make_test_and_pre_commit_uses_the_pinned_ruff():
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^\tstage lint; stage test-unit;", makefile, re.M), "make test must run the lint stage first"
+    assert re.search(r"^lint: venv\n\t\$\(BIN\)/ruff check ", makefile, re.M), "make lint must fail when ruff does"
+    config = yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())
+    ruff_repo = next(r for r in config["repos"] if r["repo"].endswith("/ruff-pre-commit"))
+    assert ruff_repo["rev"] == f"v{ci_requirements()['ruff'].specifier}".replace("==", "")
+    assert "ruff" in pyproject()["tool"]  # the settings both read

@@ -8,11 +8,14 @@ import torch
 from glide_minimal.config import load_config
 from glide_minimal.diffusion.guidance import classifier_cond_fn, classifier_free_eps, classifier_free_model_fn
 from glide_minimal.models import NoisedClassifier, build_model
-from glide_minimal.pipeline import ClassPipeline
+from glide_minimal.pipelines import ClassPipeline
 
 SMALL = {"model.image_size": 8, "data.image_size": 8, "model.model_channels": 16, "model.channel_mult": [1, 2],
          "model.num_res_blocks": 1, "model.attention_resolutions": [4], "model.num_head_channels": 16,
          "diffusion.num_timesteps": 50, "diffusion.sample_respacing": "10"}
+
+# Fixed variances: eps is all the model predicts (with learned ones, CFG keeps the conditional variance).
+FIXED = {**SMALL, "model.learn_sigma": False, "diffusion.model_var_type": "fixed_small", "diffusion.loss_type": "mse"}
 
 
 def randomise(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -68,18 +71,51 @@ def test_cfg_scale_one_reproduces_conditional_sampling(class_pipe):
 def test_cfg_scale_zero_reproduces_the_unconditional_model():
     # With fixed variances eps is all there is; with learned ones CFG keeps the conditional variance
     # (as GLIDE does), so scale 0 would differ from the unconditional model in the variance only.
-    fixed = {**SMALL, "model.learn_sigma": False, "diffusion.model_var_type": "fixed_small", "diffusion.loss_type": "mse"}
-    cfg = load_config("tutorial-digits", fixed)
+    cfg = load_config("tutorial-digits", FIXED)
     pipe = ClassPipeline(randomise(build_model(cfg)), cfg, "cpu")
     uncond = pipe.sample(3, seed=4, model_kwargs={"labels": torch.tensor([10] * 3)})
     cfg0 = pipe([1, 5, 9], method="cfg", guidance_scale=0.0, seed=4)
     torch.testing.assert_close(cfg0, ((uncond + 1) / 2).clamp(0, 1), atol=1e-5, rtol=0)
 
 
-def test_cfg_scale_changes_samples(class_pipe):
-    a = class_pipe([1, 5], method="cfg", guidance_scale=1.0, seed=0)
-    b = class_pipe([1, 5], method="cfg", guidance_scale=4.0, seed=0)
-    assert (a - b).abs().max() > 1e-3
+class KnownEps(torch.nn.Module):
+    """A stand-in class-conditional model whose eps is known: eps_c = (1 + label) x + label for a class,
+    eps_u = x / 2 - 1 for the null label 10 (so the two branches differ for every image and pixel)."""
+
+    def forward(self, x, t, labels):
+        k = labels.float().view(-1, 1, 1, 1)
+        return torch.where(k == 10, x / 2 - 1, (1 + k) * x + k)
+
+
+@pytest.mark.parametrize("scale", [0.0, 1.0, 2.5, 7.0])
+def test_cfg_moves_eps_from_the_unconditional_by_scale_times_the_class_direction(scale):
+    x, labels = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 3, 9])
+    eps_c = (1 + labels.float().view(-1, 1, 1, 1)) * x + labels.float().view(-1, 1, 1, 1)
+    eps_u = x / 2 - 1
+    guided = classifier_free_model_fn(KnownEps(), scale, {"labels": torch.full((3,), 10)}, eps_channels=1)
+    out = guided(x, torch.tensor([7, 7, 7]), labels=labels)
+    torch.testing.assert_close(out, eps_u + scale * (eps_c - eps_u), rtol=0, atol=1e-5)
+
+
+def test_a_larger_cfg_scale_moves_samples_further_along_the_class_direction():
+    # With fixed variances, scale 0 is the unconditional model and scale 1 the conditional one (tests above);
+    # their difference is the class direction d. Guided eps moves by s times the eps difference, so samples
+    # from one seed should move from the unconditional ones by about s * d: further for a larger s, along d
+    # (a guidance that swapped the branches would move them by (1 - s) * d).
+    cfg = load_config("tutorial-digits", FIXED)
+    pipe = ClassPipeline(randomise(build_model(cfg)), cfg, "cpu")
+    labels = [1, 5, 9]
+    uncond = ((pipe.sample(3, seed=4, model_kwargs={"labels": torch.tensor([10] * 3)}) + 1) / 2).clamp(0, 1)
+    d = (pipe(labels, method="none", seed=4) - uncond).flatten(1)
+    assert (d.norm(dim=1) > 1e-4).all()
+    moved = []
+    for scale in (0.5, 2.0, 4.0):
+        shift = (pipe(labels, method="cfg", guidance_scale=scale, seed=4) - uncond).flatten(1)
+        along = (shift * d).sum(1) / d.pow(2).sum(1)  # per image, in units of d
+        assert along.tolist() == pytest.approx([scale] * 3, rel=0.05)
+        assert (torch.nn.functional.cosine_similarity(shift, d) > 0.99).all()
+        moved.append(shift.norm(dim=1))
+    assert (moved[0] < moved[1]).all() and (moved[1] < moved[2]).all()
 
 
 def test_classifier_cond_fn_is_scaled_gradient_of_log_prob():

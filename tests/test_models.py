@@ -7,12 +7,10 @@ import re
 import pytest
 import torch
 
-from conftest import randomize_, tiny_config
+from conftest import randomize_, tiny_config, tiny_parameter_count, write_tiny_yaml
 from glide_minimal.cli import main
 from glide_minimal.config import available_configs, load_config
 from glide_minimal.models import AttentionBlock, UNet, build_model, timestep_embedding
-
-TUTORIAL_DDPM_PARAMETERS = 2_005_730
 
 
 def inputs(cfg, n: int = 2, seed: int = 0):
@@ -121,11 +119,15 @@ def test_label_changes_the_output():
     assert (model(x, t, labels=torch.tensor([1, 1])) - model(x, t, labels=torch.tensor([2, 2]))).abs().max() > 1e-4
 
 
+def test_parameter_count_is_the_count_by_hand_from_the_layer_shapes():
+    assert sum(p.numel() for p in build_model(tiny_config()).parameters()) == tiny_parameter_count()
+
+
 def test_build_model_on_meta_counts_parameters_without_memory():
-    model = build_model("tutorial-ddpm", device="meta")
+    model = build_model(tiny_config(), device="meta")
     params = list(model.parameters())
     assert all(p.is_meta for p in params)
-    assert sum(p.numel() for p in params) == TUTORIAL_DDPM_PARAMETERS
+    assert sum(p.numel() for p in params) == tiny_parameter_count()
 
 
 def test_meta_count_equals_a_real_model():
@@ -134,11 +136,16 @@ def test_meta_count_equals_a_real_model():
     assert meta == sum(p.numel() for p in build_model(cfg).parameters())
 
 
-def test_tutorial_ddpm_parameter_count_equals_cli_info(capsys):
-    assert main(["info", "--config", "tutorial-ddpm"]) == 0
-    printed = re.search(r"parameters\s+([\d,]+)", capsys.readouterr().out)
-    assert printed, "glide-minimal info prints no parameter count"
-    assert int(printed.group(1).replace(",", "")) == TUTORIAL_DDPM_PARAMETERS
+def printed_parameters(out: str) -> int:
+    """The count `glide-minimal info` prints."""
+    printed = re.search(r"parameters\s+([\d,]+)", out)
+    assert printed, f"glide-minimal info prints no parameter count:\n{out}"
+    return int(printed.group(1).replace(",", ""))
+
+
+def test_cli_info_prints_the_count_by_hand(tmp_path, capsys):
+    assert main(["info", "--config", str(write_tiny_yaml(tmp_path / "tiny.yaml"))]) == 0
+    assert printed_parameters(capsys.readouterr().out) == tiny_parameter_count()
 
 
 @pytest.mark.parametrize("name", available_configs())
@@ -155,11 +162,12 @@ def test_widths_that_32_does_not_divide_build():
     assert build_model(cfg)(x, t).shape == x.shape
 
 
-def test_class_conditional_config_info_counts_parameters(capsys):
+def test_class_conditional_config_info_counts_parameters(tmp_path, capsys):
     # the label range check must not need values: `info` runs the model on the meta device
-    assert main(["info", "--config", "tutorial-ddpm", "--set", "model.num_classes=10"]) == 0
-    printed = int(re.search(r"parameters\s+([\d,]+)", capsys.readouterr().out).group(1).replace(",", ""))
-    assert printed == TUTORIAL_DDPM_PARAMETERS + 11 * 128  # one embedding row per class + the null label, 4 * 32 wide
+    tiny = str(write_tiny_yaml(tmp_path / "tiny.yaml"))
+    assert main(["info", "--config", tiny, "--set", "model.num_classes=10"]) == 0
+    # one embedding row per class + the null label, each 4 * 16 wide
+    assert printed_parameters(capsys.readouterr().out) == tiny_parameter_count() + 11 * 64 == tiny_parameter_count(10)
 
 
 def test_norm_groups_sets_every_groupnorm_of_the_unet():

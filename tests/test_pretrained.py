@@ -13,6 +13,7 @@ from glide_minimal import pretrained
 from glide_minimal.checkpoint import CheckpointError, load_state_dict_into, load_tensors
 from glide_minimal.config import config_from_dict
 from glide_minimal.datasets import load_digits
+from glide_minimal.evaluators import load_evaluator, shapes_training_set
 from glide_minimal.models import build_model
 from glide_minimal.train import Trainer, export_weights
 
@@ -152,7 +153,7 @@ def test_shipped_checkpoint_verifies_and_loads(name, monkeypatch):
     assert json.loads((SHIPPED / entry["config"]).read_text()) == config  # the JSON beside it says the same
     kind = entry.get("kind") or config.get("kind") or config.get("task", "diffusion")
     if kind == "digit-evaluator":
-        evaluator = pretrained.load_evaluator(name)
+        evaluator = load_evaluator(name)
         images, labels = load_digits(config["image_size"], "test")
         accuracy = evaluator.accuracy((images + 1) / 2, labels)
         claimed = entry.get("metrics", {}).get("test_accuracy")
@@ -160,9 +161,7 @@ def test_shipped_checkpoint_verifies_and_loads(name, monkeypatch):
         if claimed is not None:
             assert accuracy == pytest.approx(claimed, abs=0.005)  # the manifest's number is reproducible
     elif kind == "shapes-evaluator":
-        from glide_minimal.metrics import shapes_training_set
-
-        evaluator = pretrained.load_evaluator(name)
+        evaluator = load_evaluator(name)
         images, _ = shapes_training_set(config["image_size"])
         predictions = evaluator.predict(images)
         from glide_minimal.shapesworld import all_combinations

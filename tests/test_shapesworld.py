@@ -65,25 +65,6 @@ def test_bad_inputs_name_the_valid_choices():
         sw.ShapesWorld(16, held_out=(("hexagon", "red"),))
 
 
-@pytest.mark.parametrize("make", [sw.box_mask, sw.freeform_mask])
-def test_masks_are_binary_seeded_and_consistent_across_resolutions(make):
-    m64 = make(64, torch.Generator().manual_seed(3))
-    m16 = make(16, torch.Generator().manual_seed(3))
-    assert m64.shape == (1, 64, 64) and m16.shape == (1, 16, 16)
-    assert set(m64.unique().tolist()) <= {0.0, 1.0} and 0.02 < (m64 == 0).float().mean() < 0.9
-    torch.testing.assert_close(m16, sw.downsample_mask(m64, 16))
-    assert torch.equal(m64, make(64, torch.Generator().manual_seed(3)))
-
-
-def test_downsampled_mask_fills_every_pixel_that_touches_the_hole():
-    mask = torch.ones(1, 64, 64)
-    mask[:, 10, 10] = 0
-    low = sw.downsample_mask(mask, 16)
-    assert low[0, 2, 2] == 0 and low.sum() == 16 * 16 - 1
-    with pytest.raises(ValueError, match="cannot downsample a 64 px mask to 48 px"):
-        sw.downsample_mask(mask, 48)
-
-
 def test_render_caption_is_the_scene_the_caption_fixes():
     obj = sw.ShapeObject("cross", "cyan", "small", "top right", sw.grid_center("top right", "small"))
     assert torch.equal(sw.render_caption("a small cyan cross in the top right", 32), sw.render([obj], 32))
@@ -103,3 +84,14 @@ def test_region_mask_fills_the_whole_object_and_little_else(size):
     assert mask[0, 32, 63] == 1  # the right edge is kept
     with pytest.raises(ValueError, match="unknown position 'middle'"):
         sw.region_mask("middle", size, 64)
+
+
+def test_old_names_still_come_from_shapesworld():
+    from glide_minimal import masks, vocabulary
+
+    for name in ("box_mask", "freeform_mask", "downsample_mask"):
+        assert getattr(sw, name) is getattr(masks, name)
+    assert sw.vocabulary is vocabulary.caption_words and sw.SHAPES is vocabulary.SHAPES
+    # the renderer's colors and sizes are the vocabulary's words, in its order (scenes draw by index)
+    assert tuple(sw.COLORS) == vocabulary.COLOR_NAMES and tuple(sw.SIZES) == vocabulary.SIZE_NAMES
+    assert sw.RENDER_SIZE == masks.DRAW_SIZE  # a mask lines up with a render at every resolution

@@ -1,5 +1,6 @@
 """Fast sampling settings and `glide-minimal bench released` (glide_minimal/speed.py, glide_minimal/bench.py),
-run on the tiny stand-ins for the released models with a couple of steps."""
+run on the tiny stand-ins for the released models with a couple of steps. The cascade it times is the
+pipelines' own (TextPipeline(upsample=True)): there is no second copy."""
 from __future__ import annotations
 
 import re
@@ -8,10 +9,13 @@ import pytest
 import torch
 
 from conftest import randomize_
-from glide_minimal.bench import bench_released, released_configs
+import glide_minimal.pipelines.base as pipeline_base
+import glide_minimal.speed as speed
+from glide_minimal.bench import BENCH_PROMPT, bench_released, released_configs, stand_in_cascade
 from glide_minimal.cli import main
 from glide_minimal.models import build_model
-from glide_minimal.speed import Settings, caption_inputs, cascade, prepare
+from glide_minimal.pipelines import TextPipeline
+from glide_minimal.speed import Settings, prepare
 
 FEW_STEPS = dict(base_steps="2", fast_base_steps="ddim2", upsample_steps="2", fast_upsample_steps="ddim2", repeats=1,
                  device="cpu")
@@ -34,7 +38,8 @@ def test_tiny_stand_ins_keep_the_released_structure():
 
 def test_channels_last_fp32_gives_the_same_output():
     base_cfg, _, base, _ = tiny_models()
-    cond, _ = caption_inputs(base_cfg, 2, torch.device("cpu"))
+    tokens = torch.randint(1, 9, (2, base_cfg.model.text_ctx), generator=torch.Generator().manual_seed(0))
+    cond = {"tokens": tokens, "mask": torch.ones_like(tokens, dtype=torch.bool)}
     x, t = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)), torch.tensor([10, 900])
     with torch.no_grad():
         reference = base(x, t, **cond)
@@ -45,19 +50,35 @@ def test_channels_last_fp32_gives_the_same_output():
     assert (bf16 - reference).abs().max() < 0.1 * reference.abs().max()  # bf16: close, not equal
 
 
-@pytest.mark.parametrize("upsample_sampler, loop", [("ancestral", "p_sample_loop"), ("ddim", "ddim_sample_loop")])
-def test_cascade_returns_upsampled_images_with_either_upsampler_sampler(upsample_sampler, loop, monkeypatch):
-    import glide_minimal.speed as speed
+def test_an_optimized_pipeline_samples_what_the_plain_one_does():
+    base_cfg, up_cfg = released_configs("tiny")
+    plain, fast = (stand_in_cascade(base_cfg, up_cfg, torch.device("cpu")) for _ in range(2))
+    fast.optimize(Settings("layout only", channels_last=True))
+    fast.upsampler.optimize(Settings("layout only", channels_last=True))
+    run = lambda pipe: pipe(BENCH_PROMPT, steps="ddim2", sampler="ddim", upsample=True, upsample_steps="2", seed=0)
+    torch.testing.assert_close(run(fast), run(plain), rtol=1e-4, atol=1e-4)
 
-    base_cfg, up_cfg, base, upsampler = tiny_models()
-    cond, uncond = caption_inputs(base_cfg, 2, torch.device("cpu"))
-    settings = Settings("few", base_steps="ddim2", upsample_steps="2", upsample_sampler=upsample_sampler)
-    calls = []
-    original = getattr(speed, loop)
-    monkeypatch.setattr(speed, loop, lambda *a, **k: calls.append(a[2]) or original(*a, **k))
-    images = cascade(prepare(base, settings), prepare(upsampler, settings), base_cfg, up_cfg, settings, cond, uncond)
-    assert images.shape == (2, 3, 64, 64) and torch.isfinite(images).all()
-    assert (2, 3, 64, 64) in calls  # the upsampler ran with the loop its steps name
+
+@pytest.mark.parametrize("upsample_sampler, loop", [("ancestral", "p_sample_loop"), ("ddim", "ddim_sample_loop")])
+def test_bench_released_runs_the_pipelines_cascade(upsample_sampler, loop, monkeypatch):
+    """What `bench released` times is TextPipeline(upsample=True), with the sampler each setting names, and
+    x_T * 0.997 as the upsampler's only temperature (as the release and UpsamplePipeline do)."""
+    calls, shapes = [], []
+    original_call = TextPipeline.__call__
+    monkeypatch.setattr(TextPipeline, "__call__", lambda self, *a, **k: calls.append(k) or original_call(self, *a, **k))
+    original_loop = getattr(pipeline_base, loop)
+    def spy(diffusion, fn, shape, **kw):
+        shapes.append((shape, kw.get("noise")))
+        return original_loop(diffusion, fn, shape, **kw)
+    monkeypatch.setattr(pipeline_base, loop, spy)
+    official = speed.official_settings("2", "2")
+    official.upsample_sampler = upsample_sampler
+    monkeypatch.setattr("glide_minimal.bench.official_settings", lambda *a: official)
+    bench_released("tiny", batch=1, **FEW_STEPS)
+    assert [k["upsample"] for k in calls] == [True, True]
+    assert calls[0]["upsample_sampler"] == upsample_sampler and calls[0]["steps"] == "2"
+    up = [noise for shape, noise in shapes if shape[-1] == 64]
+    assert up and up[0] is not None and 0.9 < up[0].std().item() / 0.997 < 1.1
 
 
 def test_bench_released_times_both_settings_on_the_same_models():
@@ -80,22 +101,3 @@ def test_cli_bench_released_prints_per_forward_and_per_image_times_and_ratio(cap
     assert re.search(r"^official\s+fp32\s+contiguous\s+no\s+2 ancestral\s+2 ddim(\s+[\d.]+){3}$", out, re.MULTILINE)
     assert re.search(r"^fast\s+(bf16|fp32)\s+channels_last\s+no\s+ddim2 ddim\s+ddim2 ddim(\s+[\d.]+){3}$", out, re.MULTILINE)
     assert re.search(r"^official / fast \(speed-up\)(\s+[\d.]+){3}$", out, re.MULTILINE)
-
-
-def test_cascade_scales_only_the_upsamplers_starting_noise_by_the_temperature(monkeypatch):
-    """One meaning of the 0.997 temperature, as in the release and UpsamplePipeline: x_T * 0.997."""
-    import glide_minimal.speed as speed
-
-    base_cfg, up_cfg, base, upsampler = tiny_models()
-    cond, uncond = caption_inputs(base_cfg, 2, torch.device("cpu"))
-    seen = {}
-    original = speed.ddim_sample_loop
-    def spy(diffusion, fn, shape, **kw):
-        if shape[-1] == up_cfg.model.image_size:
-            seen.update(kw)
-        return original(diffusion, fn, shape, **kw)
-    monkeypatch.setattr(speed, "ddim_sample_loop", spy)
-    settings = Settings("few", base_steps="ddim2", upsample_steps="2")
-    cascade(prepare(base, settings), prepare(upsampler, settings), base_cfg, up_cfg, settings, cond, uncond, seed=5)
-    assert "temperature" not in seen and seen["noise"] is not None
-    assert 0.9 < seen["noise"].std().item() / 0.997 < 1.1

@@ -6,7 +6,7 @@ from glide_minimal.config import load_config
 from glide_minimal.models import build_model, get_tokenizer
 from glide_minimal.models.clip import clip_loss_terms
 from glide_minimal.models.text import TextTransformer, WordTokenizer
-from glide_minimal.shapesworld import vocabulary
+from glide_minimal.vocabulary import COLOR_NAMES, GRAMMAR_WORDS, POSITIONS, SHAPES, SIZE_NAMES, caption_words
 from glide_minimal.train import Trainer
 
 from conftest import tiny_text_config
@@ -35,10 +35,41 @@ def test_unknown_word_is_named_with_suggestions(tok):
 
 
 def test_too_long_caption_is_truncated_with_a_warning():
-    tok = WordTokenizer(vocabulary(), 4)
+    tok = WordTokenizer(caption_words(), 4)
     with pytest.warns(UserWarning, match="truncated to the context of 4: 'a large red circle'"):
         tokens, mask = tok.padded_tokens_and_mask("a large red circle in the top left")
     assert mask.all() and tok.decode(tokens[0].tolist()) == "a large red circle"
+
+
+# The shapesworld tokenizer's ids as the shipped text models were trained with them: a word's id is its
+# position here (0 is padding). Written out, so a change of words or of their order fails below.
+TRAINED_IDS = ["<pad>", "a", "and", "blue", "bottom", "center", "circle", "cross", "cyan", "green", "in", "large",
+               "left", "magenta", "on", "red", "right", "small", "square", "the", "top", "triangle", "yellow"]
+
+
+def test_trained_ids_are_the_caption_words_sorted_after_padding():
+    words = {*GRAMMAR_WORDS, *SHAPES, *COLOR_NAMES, *SIZE_NAMES, *(w for p in POSITIONS for w in p.split())}
+    assert TRAINED_IDS == ["<pad>", *sorted(words)]
+
+
+def test_shapesworld_tokenizer_gives_the_trained_ids(tok):
+    captions = ["a large red circle in the top left", "a small blue square and a large yellow cross",
+                "a small cyan cross on the right", "a large magenta triangle in the bottom", "a small green square",
+                "a large red circle in the center", ""]
+    tokens, mask = tok.padded_tokens_and_mask(captions)
+    for row, caption in enumerate(captions):
+        ids = [TRAINED_IDS.index(word) for word in caption.split()]
+        assert tokens[row].tolist() == ids + [0] * (12 - len(ids)), caption
+        assert mask[row].tolist() == [True] * len(ids) + [False] * (12 - len(ids))
+    assert len(tok) == len(TRAINED_IDS)
+
+
+def test_word_tokenizer_takes_its_vocabulary_as_an_argument():
+    tok = WordTokenizer(["zebra", "a", "striped", "a"], 3)  # any words; repeats count once; id = sorted position
+    assert tok.vocab == ["<pad>", "a", "striped", "zebra"]
+    assert tok.encode("A striped zebra") == [1, 2, 3]
+    with pytest.raises(ValueError, match="unknown word 'circle'"):
+        tok.encode("a circle")
 
 
 def test_vocabulary_covers_every_caption_word(tok):

@@ -1,12 +1,11 @@
-"""TextPipeline (prompt handling, CFG and CLIP guidance), the CLIP cond_fn, and the ShapesWorld evaluator."""
+"""TextPipeline (prompt handling, CFG and CLIP guidance) and the CLIP cond_fn."""
 import pytest
 import torch
 
 from glide_minimal.config import load_config
 from glide_minimal.diffusion.guidance import clip_cond_fn
-from glide_minimal.metrics import ShapesClassifier, ShapesEvaluator, shapes_training_set
 from glide_minimal.models import build_model, get_tokenizer
-from glide_minimal.pipeline import TextPipeline
+from glide_minimal.pipelines import TextPipeline
 
 from conftest import tiny_text_config
 
@@ -87,20 +86,3 @@ def test_clip_cond_fn_is_the_gradient_of_the_similarity():
     eps = 1e-3
     numeric = (sim(x + eps * v) - sim(x - eps * v)) / (2 * eps)
     assert abs(numeric.item() - (grad * v).sum().item()) < 2e-2 * max(1.0, abs(numeric.item()))
-
-
-def test_shapes_evaluator_scores_captions_and_names_bad_input():
-    images, labels = shapes_training_set(16)
-    judge = ShapesEvaluator(ShapesClassifier(16))
-    preds = judge.predict(images[:2])
-    assert set(preds[0]) == {"shape", "color", "size", "position"}
-    captions = ["a large red circle in the center", "a small blue square"]
-    acc = judge.caption_accuracy(images[:2], captions)
-    assert set(acc) == {"shape", "color", "size", "position", "caption"}
-    with pytest.raises(ValueError, match="reads one object per image"):
-        judge.caption_accuracy(images[:1], ["a small blue square and a large red circle"])
-    with pytest.raises(ValueError, match="not a ShapesWorld phrase"):
-        judge.caption_accuracy(images[:1], ["a blue thing"])
-    with pytest.raises(ValueError, match=r"takes \[N, 3, 16, 16\]"):
-        judge.predict(torch.rand(1, 3, 64, 64))
-    assert len(labels["position"]) == len(images) == 432

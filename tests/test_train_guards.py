@@ -113,6 +113,12 @@ def test_trainer_validates_a_config_built_in_code(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_trainer_refuses_a_device_this_machine_lacks_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match=re.escape("unknown device 'gpu'; use cpu, cuda, cuda:N or mps")):
+        Trainer(tiny_config(), tmp_path / "run", device="gpu", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
 # -- resume: the same recipe, forward only ------------------------------------------------------------------------
 @pytest.mark.parametrize(("key", "value"), [
     ("train.lr", 1e-3), ("train.seed", 1), ("train.batch_size", 16), ("train.weight_decay", 0.01),

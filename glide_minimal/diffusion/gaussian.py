@@ -14,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from .schedule import get_named_beta_schedule, space_timesteps
 
@@ -304,8 +305,6 @@ class GaussianDiffusion:
 
         Returns total_bpd [N], prior_bpd [N], vb [N, T] (per-step terms) and mse [N, T].
         """
-        from tqdm import tqdm
-
         n = x_start.shape[0]
         vb, mse = [], []
         steps = range(self.num_timesteps - 1, -1, -1)

@@ -5,6 +5,7 @@ import contextlib
 
 import torch
 
+from ..config import Config, load_config, low_res_size
 from .layers import AttentionBlock, ResBlock, timestep_embedding
 from .classifier import NoisedClassifier
 from .clip import CaptionEncoder, NoisedCLIP, NoisedImageEncoder
@@ -14,8 +15,6 @@ from .unet import UNet
 
 def build_model(cfg, device: str | torch.device | None = None) -> torch.nn.Module:
     """The network a Config (or a config name) describes. device="meta" builds it without memory (for counting)."""
-    from ..config import Config, load_config
-
     if not isinstance(cfg, Config):
         cfg = load_config(cfg)
     with torch.device(device) if device is not None else contextlib.nullcontext():
@@ -39,8 +38,6 @@ def example_inputs(cfg, batch: int = 1, device: str | torch.device = "cpu") -> t
         kwargs["tokens"] = torch.zeros(batch, m.text_ctx, dtype=torch.long, device=device)
         kwargs["mask"] = torch.zeros(batch, m.text_ctx, dtype=torch.bool, device=device)
     if m.super_res:  # data.low_res_size, by default 4x smaller (GLIDE's upsampling factor)
-        from ..config import low_res_size
-
         low = low_res_size(cfg)
         kwargs["low_res"] = torch.zeros(batch, m.in_channels, low, low, device=device)
         if m.aug_level_embed:

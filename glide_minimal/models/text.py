@@ -1,4 +1,4 @@
-"""Text: a word-level tokenizer for ShapesWorld and GLIDE's text transformer.
+"""Text: a word-level tokenizer and GLIDE's text transformer.
 
 GLIDE (Nichol et al. 2021, section 3) encodes the caption with a transformer (Vaswani et al. 2017)
 and feeds the result to the U-Net twice: the output at the last position, projected, is added to the
@@ -19,6 +19,9 @@ import torch
 from einops import rearrange
 from torch import nn
 from torch.nn import functional as F
+
+from ..vocabulary import WORD_VOCABULARIES
+from .bpe import VOCAB_SIZES, load_bpe
 
 PAD = "<pad>"
 
@@ -82,30 +85,26 @@ class WordTokenizer:
         return tokens, mask
 
 
-TOKENIZERS = ("shapesworld", "glide-bpe", "clip-bpe")
+# The names a config may give (model.tokenizer, clip.tokenizer): word-level ones, then the released BPEs.
+TOKENIZERS = (*WORD_VOCABULARIES, "glide-bpe", "clip-bpe")
 
 
 def get_tokenizer(name: str, context_length: int, vocab_dir: str | Path | None = None):
     """The tokenizer a config names (model.tokenizer, clip.tokenizer).
 
-    shapesworld is built in; glide-bpe and clip-bpe (the released models' BPEs, see bpe.py) read their
-    vocabulary files from vocab_dir (default: $GLIDE_MINIMAL_VOCAB or data/vocab).
+    A word-level name is a WordTokenizer over its word list (vocabulary.WORD_VOCABULARIES: data, not
+    the renderer that draws the captions); glide-bpe and clip-bpe (the released models' BPEs, see
+    bpe.py) read their vocabulary files from vocab_dir (default: $GLIDE_MINIMAL_VOCAB or data/vocab).
     """
-    if name == "shapesworld":
-        from ..shapesworld import vocabulary
-
-        return WordTokenizer(vocabulary(), context_length)
+    if name in WORD_VOCABULARIES:
+        return WordTokenizer(WORD_VOCABULARIES[name], context_length)
     if name in ("glide-bpe", "clip-bpe"):
-        from .bpe import load_bpe
-
         return load_bpe(name, context_length, vocab_dir)
     raise ValueError(f"unknown tokenizer {name!r}; choose one of: {', '.join(TOKENIZERS)}")
 
 
 def tokenizer_vocab_size(name: str, context_length: int = 1) -> int:
     """Token embedding rows for a tokenizer, without its vocabulary files (so any config builds anywhere)."""
-    from .bpe import VOCAB_SIZES
-
     if name in VOCAB_SIZES:
         return VOCAB_SIZES[name]
     return len(get_tokenizer(name, context_length))
