@@ -17,7 +17,14 @@ from .config import Config, load_config
 from .diffusion import GaussianDiffusion, ddim_sample_loop, p_sample_loop
 from .models import WordTokenizer, build_model, example_inputs
 from .pipelines import TextPipeline, UpsamplePipeline, load_pipeline
-from .speed import RELEASE_UPSAMPLE_STEPS, fast_settings, official_settings
+from .speed import (
+    FAST_BASE_STEPS,
+    FAST_SAMPLER,
+    FAST_UPSAMPLE_STEPS,
+    RELEASE_UPSAMPLE_STEPS,
+    fast_settings,
+    official_settings,
+)
 from .train import Trainer
 
 # The caption the released-size cascade is timed on. The models have random weights and the released
@@ -61,10 +68,12 @@ def bench_sampler(config: str = "tutorial-ddpm", steps: int = 50, batch: int = 1
             model(x, t, **kwargs)
 
     g = torch.Generator(device=device)
-    ancestral = lambda: p_sample_loop(diffusion, model, shape, model_kwargs=kwargs, generator=g.manual_seed(0), device=device)
-    ddim = lambda: ddim_sample_loop(diffusion, model, shape, model_kwargs=kwargs, generator=g.manual_seed(0), device=device)
+    common = dict(model_kwargs=kwargs, device=device)
+    ancestral = lambda: p_sample_loop(diffusion, model, shape, generator=g.manual_seed(0), **common)
+    ddim = lambda: ddim_sample_loop(diffusion, model, shape, generator=g.manual_seed(0), **common)
     bare()  # warm-up
-    res = {"bare_s": best_of(bare, repeats), "ancestral_s": best_of(ancestral, repeats), "ddim_s": best_of(ddim, repeats)}
+    res = {"bare_s": best_of(bare, repeats), "ancestral_s": best_of(ancestral, repeats),
+           "ddim_s": best_of(ddim, repeats)}
     res["ancestral_overhead"] = res["ancestral_s"] / res["bare_s"] - 1
     res["ddim_overhead"] = res["ddim_s"] / res["bare_s"] - 1
     return res
@@ -135,10 +144,10 @@ def stand_in_cascade(base_cfg: Config, up_cfg: Config, device: torch.device) -> 
     return TextPipeline(base, base_cfg, device, upsampler=up, tokenizer=WordTokenizer(words, base_cfg.model.text_ctx))
 
 
-def bench_released(scale: str = "full", batch: int = 1, base_steps: str = "100", fast_base_steps: str = "ddim25",
-                   upsample_steps: str = RELEASE_UPSAMPLE_STEPS, fast_upsample_steps: str = "ddim10",
-                   compile: bool = False, repeats: int = 3, device: str | None = None,
-                   guidance_scale: float = 3.0) -> dict:
+def bench_released(scale: str = "full", batch: int = 1, base_steps: str = "100",
+                   fast_base_steps: str = FAST_BASE_STEPS, upsample_steps: str = RELEASE_UPSAMPLE_STEPS,
+                   fast_upsample_steps: str = FAST_UPSAMPLE_STEPS, compile: bool = False, repeats: int = 3,
+                   device: str | None = None, guidance_scale: float = 3.0, fast_sampler: str = FAST_SAMPLER) -> dict:
     """Time the cascade (TextPipeline(upsample=True), what users run) under the official settings and ours,
     on the same random-init models.
 
@@ -156,14 +165,15 @@ def bench_released(scale: str = "full", batch: int = 1, base_steps: str = "100",
     g = torch.Generator().manual_seed(1)
     s, s_up = base_cfg.model.image_size, up_cfg.model.image_size
     x_base = torch.randn(2 * batch, 3, s, s, generator=g).to(device)  # the CFG pair, as one batch
-    x_up, low_res = torch.randn(batch, 3, s_up, s_up, generator=g).to(device), torch.randn(batch, 3, s, s, generator=g).to(device)
+    x_up = torch.randn(batch, 3, s_up, s_up, generator=g).to(device)
+    low_res = torch.randn(batch, 3, s, s, generator=g).to(device)
     t_base, t_up = torch.full((2 * batch,), 500, device=device), torch.full((batch,), 500, device=device)
     both = pipe.tokens(prompts + [""] * batch)
     cond = up.tokenizer.padded_tokens_and_mask(prompts)
     cond = {"tokens": cond[0].to(device), "mask": cond[1].to(device)}
     rows = []
     for settings in (official_settings(base_steps, upsample_steps),
-                     fast_settings(device, fast_base_steps, fast_upsample_steps, compile)):
+                     fast_settings(device, fast_base_steps, fast_upsample_steps, compile, fast_sampler)):
         pipe.optimize(settings), up.optimize(settings)
         base_forward = torch.no_grad()(lambda: pipe.model_fn(x_base, t_base, **both))
         up_forward = torch.no_grad()(lambda: up.model_fn(x_up, t_up, **cond, low_res=low_res))
@@ -175,7 +185,8 @@ def bench_released(scale: str = "full", batch: int = 1, base_steps: str = "100",
                      "layout": "channels_last" if settings.channels_last else "contiguous", "compile": settings.compile,
                      "base_steps": f"{settings.base_steps} {settings.base_sampler}",
                      "upsample_steps": f"{settings.upsample_steps} {settings.upsample_sampler}",
-                     "base_forward_s": best_of(base_forward, repeats), "upsample_forward_s": best_of(up_forward, repeats),
+                     "base_forward_s": best_of(base_forward, repeats),
+                     "upsample_forward_s": best_of(up_forward, repeats),
                      "image_s": best_of(run, 1) / batch})
     official, fast = rows
     ratio = {k: official[k] / fast[k] for k in ("base_forward_s", "upsample_forward_s", "image_s")}
@@ -194,7 +205,8 @@ def format_released(r: dict) -> str:
              f"{'setting':<10}{'precision':<11}{'layout':<15}{'compile':<9}{'base steps':<16}{'upsample steps':<18}"
              f"{'base fwd s':>11}{'up fwd s':>10}{'s/image':>10}"]
     for row in r["rows"]:
-        lines.append(f"{row['setting']:<10}{row['precision']:<11}{row['layout']:<15}{'yes' if row['compile'] else 'no':<9}"
+        compiled = "yes" if row["compile"] else "no"
+        lines.append(f"{row['setting']:<10}{row['precision']:<11}{row['layout']:<15}{compiled:<9}"
                      f"{row['base_steps']:<16}{row['upsample_steps']:<18}{row['base_forward_s']:>11.4f}"
                      f"{row['upsample_forward_s']:>10.4f}{row['image_s']:>10.3f}")
     q = r["ratio"]

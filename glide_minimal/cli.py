@@ -21,6 +21,7 @@ from .convert import DTYPES, convert
 from .fetch import DownloadError, fetch, sha256_file
 from .memory import format_report
 from .pipelines import ClassPipeline, InpaintPipeline, TextPipeline, UpsamplePipeline, load_pipeline
+from .speed import FAST_BASE_STEPS, FAST_SAMPLER, FAST_UPSAMPLE_STEPS
 from .train import Trainer, TrainingDiverged
 from .viz import image_grid
 
@@ -200,7 +201,8 @@ def cmd_bench(args) -> int:
         torch.set_num_threads(args.threads)
     if args.what == "released":
         r = bench_released(args.scale, args.batch or 1, args.base_steps, args.fast_base_steps, args.upsample_steps,
-                           args.fast_upsample_steps, args.compile, args.repeats, args.device)
+                           args.fast_upsample_steps, args.compile, args.repeats, args.device,
+                           fast_sampler=args.fast_sampler)
         print(format_released(r))
         return 0
     args.batch = args.batch or 16
@@ -305,10 +307,12 @@ def _bench_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", default="full", choices=["full", "tiny"],
                    help="released: the released-size models, or tiny stand-ins (for tests)")
     p.add_argument("--base-steps", default="100", help="released: the official base steps (ancestral)")
-    p.add_argument("--fast-base-steps", default="ddim25", help="released: our base steps (ddimN: DDIM)")
+    p.add_argument("--fast-base-steps", default=FAST_BASE_STEPS, help="released: our base steps")
     p.add_argument("--upsample-steps", default="fast27",
                    help="released: the official upsampler steps (sampled with DDIM, as the release does)")
-    p.add_argument("--fast-upsample-steps", default="ddim10", help="released: our upsampler steps (ddimN: DDIM)")
+    p.add_argument("--fast-upsample-steps", default=FAST_UPSAMPLE_STEPS, help="released: our upsampler steps")
+    p.add_argument("--fast-sampler", default=FAST_SAMPLER, choices=SAMPLERS,
+                   help=f"released: our sampler in both stages (default {FAST_SAMPLER}: DPM-Solver++(2M))")
     p.add_argument("--compile", action="store_true", help="released: torch.compile the models in the fast setting")
     p.add_argument("--device", type=device_name)
     p.add_argument("--threads", type=COUNT)

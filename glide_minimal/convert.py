@@ -81,7 +81,8 @@ def load_released(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a non-checkpoint, a truncated download, or a pickle that is more than tensors
-        raise CheckpointError(f"{path} is not a released GLIDE checkpoint that loads with weights_only=True: {e}") from None
+        raise CheckpointError(f"{path} is not a released GLIDE checkpoint that loads with "
+                              f"weights_only=True: {e}") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} holds a {type(state).__name__}, not a state dict of tensors")
     return state

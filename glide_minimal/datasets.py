@@ -58,7 +58,8 @@ def load_photo(name: str = "astronaut", image_size: int = 64) -> torch.Tensor:
     side = min(img.shape[1:])
     top, left = (img.shape[1] - side) // 2, (img.shape[2] - side) // 2
     img = img[:, top:top + side, left:left + side]
-    img = F.interpolate(img[None], size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)[0]
+    img = F.interpolate(img[None], size=(image_size, image_size), mode="bilinear", antialias=True,
+                        align_corners=False)[0]
     return img.clamp(0, 1) * 2 - 1
 
 
@@ -88,7 +89,8 @@ def load_shapesworld(image_size: int = 16, max_objects: int = 1, split: str = "t
     world = ShapesWorld(image_size, max_objects, held)
     if max_objects == 1:
         scenes = [[ShapeObject(shape, color, size, pos, grid_center(pos, size))]
-                  for shape, color, size, pos in all_combinations() if ((shape, color) in held) == (split == "held_out")]
+                  for shape, color, size, pos in all_combinations()
+                  if ((shape, color) in held) == (split == "held_out")]
         images = torch.stack([render(s, image_size) for s in scenes])
         captions = [caption(s) for s in scenes]
     else:

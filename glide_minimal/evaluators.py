@@ -25,7 +25,8 @@ from .shapesworld import ShapeObject, all_combinations, grid_center, parse_capti
 from .vocabulary import COLOR_NAMES, POSITIONS, SHAPES, SIZE_NAMES
 
 __all__ = ["ATTRIBUTES", "MAX_CLASS_ENTROPY", "DigitClassifier", "DigitEvaluator", "ShapesClassifier",
-           "ShapesEvaluator", "load_evaluator", "shapes_training_set", "train_digit_evaluator", "train_shapes_evaluator"]
+           "ShapesEvaluator", "load_evaluator", "shapes_training_set", "train_digit_evaluator",
+           "train_shapes_evaluator"]
 
 
 # -- digits (chapters 1-3) --------------------------------------------------------------------------------
@@ -45,8 +46,8 @@ class DigitClassifier(nn.Module):
 
     def _check(self, images: torch.Tensor) -> torch.Tensor:
         if images.ndim != 4 or images.shape[1:] != (1, self.image_size, self.image_size):
-            raise ValueError(f"the digit evaluator takes [N, 1, {self.image_size}, {self.image_size}] images in [0, 1], "
-                             f"got shape {tuple(images.shape)}")
+            raise ValueError(f"the digit evaluator takes [N, 1, {self.image_size}, {self.image_size}] images in "
+                             f"[0, 1], got shape {tuple(images.shape)}")
         return images * 2 - 1
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
@@ -151,7 +152,8 @@ class ShapesClassifier(nn.Module):
         for _ in range(downs):
             layers += [nn.Conv2d(ch, 2 * width, 3, stride=2, padding=1), nn.GELU()]
             ch = 2 * width
-        self.body = nn.Sequential(*layers, nn.Flatten(), nn.Linear(ch * (image_size // 2**downs) ** 2, feature_dim), nn.GELU())
+        self.body = nn.Sequential(*layers, nn.Flatten(), nn.Linear(ch * (image_size // 2**downs) ** 2, feature_dim),
+                                  nn.GELU())
         self.heads = nn.ModuleDict({a: nn.Linear(feature_dim, len(c)) for a, c in _attribute_classes().items()})
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
@@ -267,7 +269,8 @@ def load_evaluator(name: str = "digits-evaluator",
     """A shipped independent evaluator, sha256-verified: "digits-evaluator" or "shapes-evaluator-<size>"
     (16 or 64). The checkpoint's config "kind" picks the network and its judge."""
     weights, config = load_weights(name)
-    kinds = {"digit-evaluator": (DigitClassifier, DigitEvaluator), "shapes-evaluator": (ShapesClassifier, ShapesEvaluator)}
+    kinds = {"digit-evaluator": (DigitClassifier, DigitEvaluator),
+             "shapes-evaluator": (ShapesClassifier, ShapesEvaluator)}
     if config.get("kind") not in kinds:
         raise CheckpointError(f"{name!r} is a {config.get('kind')!r} checkpoint, not an evaluator ({', '.join(kinds)})")
     network, judge = kinds[config["kind"]]

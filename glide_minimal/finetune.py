@@ -82,7 +82,8 @@ def init_from_pretrained(model: UNet, source: str | Path, root: Path | None = No
     """
     weights, config = pretrained.load_weights(source, root)
     if "kind" in config:
-        raise CheckpointError(f"train.init_from {str(source)!r} is a {config['kind']!r} checkpoint, not a diffusion model")
+        raise CheckpointError(f"train.init_from {str(source)!r} is a {config['kind']!r} checkpoint, "
+                              "not a diffusion model")
     source_cfg = config_from_dict(config)
     if source_cfg.task != "diffusion":
         raise CheckpointError(f"train.init_from {str(source)!r} is a {source_cfg.task} checkpoint; fine-tuning starts "

@@ -40,7 +40,8 @@ def downsample_mask(mask: torch.Tensor, image_size: int) -> torch.Tensor:
     return 1 - F.max_pool2d((1 - mask)[None], factor)[0]
 
 
-def box_mask(image_size: int, generator: torch.Generator, min_frac: float = 0.25, max_frac: float = 0.6) -> torch.Tensor:
+def box_mask(image_size: int, generator: torch.Generator, min_frac: float = 0.25,
+             max_frac: float = 0.6) -> torch.Tensor:
     """A random axis-aligned box to fill, each side min_frac..max_frac of the canvas. [1, H, W]."""
     n = DRAW_SIZE
     w, h = (torch.empty(2).uniform_(min_frac, max_frac, generator=generator) * n).round().long().tolist()
@@ -51,7 +52,8 @@ def box_mask(image_size: int, generator: torch.Generator, min_frac: float = 0.25
     return downsample_mask(mask, check_size(image_size))
 
 
-def freeform_mask(image_size: int, generator: torch.Generator, strokes: int = 3, width_frac: float = 0.08) -> torch.Tensor:
+def freeform_mask(image_size: int, generator: torch.Generator, strokes: int = 3,
+                  width_frac: float = 0.08) -> torch.Tensor:
     """Random brush strokes to fill: each a thick polyline of 4 random points. [1, H, W]."""
     n = DRAW_SIZE
     coords = (torch.arange(n, dtype=torch.float32) + 0.5) / n

@@ -203,5 +203,6 @@ def format_report(cfg: Config, gpus: int, card_bytes: float = CARD_BYTES) -> str
     ]
     for r in rows:
         lines.append(f"{r.strategy:<32}{gib(r.weights):>9}{gib(r.grads):>9}{gib(r.adamw):>9}{gib(r.ema):>9}"
-                     f"{gib(r.activations):>9}{gib(r.copies):>10}{gib(r.total):>9}  {'yes' if r.fits(card_bytes) else 'no'}")
+                     f"{gib(r.activations):>9}{gib(r.copies):>10}{gib(r.total):>9}"
+                     f"  {'yes' if r.fits(card_bytes) else 'no'}")
     return "\n".join(lines + ["", ASSUMPTIONS])

@@ -72,7 +72,8 @@ def seam_energy(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     large step; compare with the same number for a real image of the scene, whose steps there are only
     the scene's own edges. Images whose mask has no edge (all keep or all fill) get NaN.
     """
-    if masks.ndim != 4 or masks.shape[1] != 1 or masks.shape[0] != images.shape[0] or masks.shape[2:] != images.shape[2:]:
+    if (masks.ndim != 4 or masks.shape[1] != 1 or masks.shape[0] != images.shape[0]
+            or masks.shape[2:] != images.shape[2:]):
         raise ValueError(f"masks must be [N, 1, H, W] matching images {tuple(images.shape)}, got {tuple(masks.shape)}")
     x, keep = images.float(), masks.float()
     total = torch.zeros(len(x))

@@ -134,7 +134,8 @@ def looked_in() -> str:
             continue
         manifest_path = loc.path / "MANIFEST.json"
         names = _read_manifest(manifest_path)
-        held = f"{len(names)} checkpoints" if names else "no checkpoints" if manifest_path.exists() else "no MANIFEST.json"
+        held = (f"{len(names)} checkpoints" if names
+                else "no checkpoints" if manifest_path.exists() else "no MANIFEST.json")
         parts.append(f"{i}. {loc.label} {loc.path} ({held})")
     return f"looked in: {'; '.join(parts)}"
 
@@ -176,7 +177,8 @@ def _check_file(path: Path, expected: str, name: str, what: str, loc: Location, 
     digest = sha256_file(path)
     if digest != expected:
         raise CheckpointError(f"{what} {path} has sha256 {digest[:12]}... but MANIFEST.json records "
-                              f"{expected[:12]}...: " + (fix or f"the file is corrupt or was replaced; re-run {command}"))
+                              f"{expected[:12]}...: "
+                              + (fix or f"the file is corrupt or was replaced; re-run {command}"))
 
 
 def verified_path(name: str, root: Path | None = None) -> Path:

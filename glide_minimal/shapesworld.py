@@ -49,7 +49,8 @@ def caption(objects: list[ShapeObject]) -> str:
     """"a large red circle in the top left" (one object); "a small blue square and a large yellow cross" (two)."""
     if len(objects) == 1:
         place = "in the center" if objects[0].position == "center" else (
-            f"on the {objects[0].position}" if objects[0].position in ("left", "right") else f"in the {objects[0].position}")
+            f"on the {objects[0].position}" if objects[0].position in ("left", "right")
+            else f"in the {objects[0].position}")
         return f"{objects[0].phrase()} {place}"
     return " and ".join(o.phrase() for o in objects)
 

@@ -23,20 +23,37 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .checkpoint import (CheckpointError, atomic_write_bytes, load_metadata, load_state_dict_into, load_tensors,
-                         remove_stale_temp_files, save_tensors)
+from .checkpoint import (
+    CheckpointError,
+    atomic_write_bytes,
+    load_metadata,
+    load_state_dict_into,
+    load_tensors,
+    remove_stale_temp_files,
+    save_tensors,
+)
 from .checks import check_device, default_device
 from .conditioning import training_batch
 from .config import Config, low_res_size, validate
 from .datasets import load_dataset
 from .diffusion import GaussianDiffusion
 from .finetune import init_from_pretrained
+from .masks import area_downsample
 from .models import build_model
 from .models.clip import clip_loss_terms
 from .models.text import get_tokenizer
-from .masks import area_downsample
-from .parallel import (data_parallel, enable_activation_checkpointing, full_optimizer_state, full_state_dict,
-                       full_tensor, gradient_sync, is_sharded, load_sharded, local_tensor, shard)
+from .parallel import (
+    data_parallel,
+    enable_activation_checkpointing,
+    full_optimizer_state,
+    full_state_dict,
+    full_tensor,
+    gradient_sync,
+    is_sharded,
+    load_sharded,
+    local_tensor,
+    shard,
+)
 
 CHECKPOINT = "checkpoint.safetensors"
 RUN_FILES = (CHECKPOINT, "config.json", "log.jsonl")  # what a run folder holds; each is replaced atomically
@@ -119,7 +136,8 @@ class Trainer:
         accum = cfg.train.grad_accum_steps
         if cfg.train.batch_size % (self.world * accum):
             raise ValueError(f"train.batch_size {cfg.train.batch_size} must be divisible by the {self.world} processes "
-                             f"x train.grad_accum_steps {accum} = {self.world * accum} (equal micro-batches on every rank)")
+                             f"x train.grad_accum_steps {accum} = {self.world * accum} "
+                             "(equal micro-batches on every rank)")
 
         if cfg.task == "clip" and cfg.clip.part != "both":
             raise ValueError(f"clip.part {cfg.clip.part!r} builds one CLIP encoder alone (to load a released file); "
@@ -145,7 +163,8 @@ class Trainer:
             self.load(ckpt)
             self.resumed_from = ckpt
         elif ckpt.exists() and not resume:
-            raise FileExistsError(f"{ckpt} exists: pass resume=True (--resume) to continue it, or choose another output folder")
+            raise FileExistsError(f"{ckpt} exists: pass resume=True (--resume) to continue it, "
+                                  "or choose another output folder")
         if self.rank == 0:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             # A process killed mid-write leaves its temp file; nothing of this run writes yet, so any is stale.
@@ -204,7 +223,8 @@ class Trainer:
         if self.cfg.task == "clip":
             if not self.cfg.clip.noised:  # an ordinary CLIP: clean images only
                 return clip_loss_terms(self.ddp, x_start, torch.zeros_like(t), kwargs["tokens"], kwargs["mask"])
-            return clip_loss_terms(self.ddp, self.diffusion.q_sample(x_start, t, noise), t, kwargs["tokens"], kwargs["mask"])
+            return clip_loss_terms(self.ddp, self.diffusion.q_sample(x_start, t, noise), t,
+                                   kwargs["tokens"], kwargs["mask"])
         if self.cfg.task == "classifier":
             # A noised classifier learns p(y | x_t, t) on images noised exactly as the sampler will see them.
             logits = self.ddp(self.diffusion.q_sample(x_start, t, noise), self.diffusion.model_timesteps(t))
@@ -401,7 +421,8 @@ class Trainer:
         for key, value in group("optim/").items():
             index, name = key.split("/")
             # (sharded: left on the CPU; each rank keeps only its shard, so no GPU holds the full state)
-            per_param.setdefault(int(index), {})[name] = value.to(self.device) if name != "step" and not sharded else value
+            per_param.setdefault(int(index), {})[name] = (value.to(self.device) if name != "step" and not sharded
+                                                          else value)
         if sharded:
             load_sharded(self.model, self.ema, self.opt, group("model/"), group("ema/"), per_param)
         else:

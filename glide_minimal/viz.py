@@ -82,7 +82,8 @@ def _describe(block) -> tuple[str, int, bool]:
     parts, channels, attn = [], None, False
     for layer in block:
         if isinstance(layer, ResBlock):
-            kind = "ResDown" if isinstance(layer.x_upd, torch.nn.AvgPool2d) else "ResUp" if isinstance(layer.x_upd, torch.nn.Upsample) else "Res"
+            kind = ("ResDown" if isinstance(layer.x_upd, torch.nn.AvgPool2d)
+                    else "ResUp" if isinstance(layer.x_upd, torch.nn.Upsample) else "Res")
             channels = layer.out_layers[-1].out_channels
             parts.append(kind)
         elif isinstance(layer, AttentionBlock):
@@ -100,7 +101,8 @@ def unet_diagram(model, ax=None):
     """Draw a U-Net's blocks from the model itself: encoder down the left, decoder up the right,
     skip connections across, resolution on the y axis, and the embedding path into every ResBlock."""
     cfg = model.cfg
-    blocks = [("enc", b) for b in model.input_blocks] + [("mid", model.middle_block)] + [("dec", b) for b in model.output_blocks]
+    blocks = ([("enc", b) for b in model.input_blocks] + [("mid", model.middle_block)]
+              + [("dec", b) for b in model.output_blocks])
     if ax is None:
         _, ax = plt.subplots(figsize=(min(16, 0.62 * len(blocks) + 2), 4.2))
     size, positions = cfg.image_size, []
@@ -126,7 +128,8 @@ def unet_diagram(model, ax=None):
     for (x0, y0), (x1, y1) in zip(positions, positions[1:]):
         ax.annotate("", (x1 - 0.38, y1), (x0 + 0.38, y0), arrowprops=dict(arrowstyle="-|>", color="0.2", lw=0.8))
     levels = len(cfg.channel_mult)
-    ax.set_yticks([-l for l in range(levels)], [f"{cfg.image_size // 2**l} px" for l in range(levels)], fontsize=7)
+    ax.set_yticks([-level for level in range(levels)],
+                  [f"{cfg.image_size // 2**level} px" for level in range(levels)], fontsize=7)
     ax.set_xticks([])
     ax.set_xlim(-0.8, len(blocks) - 0.2)
     ax.set_ylim(-levels + 0.2, 1.6)
@@ -151,7 +154,8 @@ def text_conditioning_diagram(model, ax=None):
         "xf": (5.8, 3.2, f"text transformer\n{m.text_layers} layers x {m.text_width} wide, {m.text_heads} heads\n"
                          "padding embedding, final LN", "#e6d9f2"),
         "last": (8.7, 4.3, f"last position [N, {m.text_width}]\n-> transformer_proj\n-> [N, {emb}]", "#f7e3c6"),
-        "seq": (8.7, 2.0, f"all positions [N, {m.text_width}, {m.text_ctx}]\n-> encoder_kv of each\nattention layer", "#cfe3f7"),
+        "seq": (8.7, 2.0, f"all positions [N, {m.text_width}, {m.text_ctx}]\n-> encoder_kv of each\n"
+                          "attention layer", "#cfe3f7"),
         "time": (8.7, 5.6, f"t -> sinusoid -> MLP [N, {emb}]", "#eeeeee"),
         "res": (11.7, 4.9, "+ : the embedding every\nResBlock gets (scale, shift\nof its GroupNorm)", "#f7e3c6"),
         "attn": (11.7, 2.0, f"attention at {attn_sizes}:\nkeys, values =\n[text tokens | pixels]", "#cfe3f7"),
@@ -164,7 +168,8 @@ def text_conditioning_diagram(model, ax=None):
         end = (xb - 1.25, yb) if xb > xa else (xb, yb - 0.55)
         ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=10, color=color, linewidth=1.3))
         if label:
-            ax.text((start[0] + end[0]) / 2, (start[1] + end[1]) / 2 + 0.15, label, fontsize=7, color=color, ha="center")
+            ax.text((start[0] + end[0]) / 2, (start[1] + end[1]) / 2 + 0.15, label, fontsize=7, color=color,
+                    ha="center")
 
     arrow("caption", "tokens")
     arrow("tokens", "xf")
@@ -209,7 +214,8 @@ def cascade_diagram(base_cfg, upsample_cfg, *, base_steps: int | str = 25, guida
         "bilinear": (7.4, 0.8, f"bilinear x{u.image_size // b.image_size} -> {u.image_size} px\n+ augmentation: "
                                f"{level} forward\nsteps of noise (q_sample)", "#f7e3c6"),
         "up": (10.6, 2.6, f"upsampler U-Net, {u.image_size} px\n{params(upsample_cfg):.2f} M parameters\n"
-                          f"{up_in} input channels:\n" + ("x_t, image*mask,\nmask, low-res" if u.inpaint else "x_t, low-res"), "#cfe3f7"),
+                          f"{up_in} input channels:\n"
+                          + ("x_t, image*mask,\nmask, low-res" if u.inpaint else "x_t, low-res"), "#cfe3f7"),
         "out": (13.8, 2.6, f"{u.image_size} px image\n{upsample_steps}, temperature 0.997,\nno guidance", "#eeeeee"),
     }
     _draw_boxes(ax, boxes, width=2.8, height=1.4)
@@ -228,7 +234,8 @@ def cascade_diagram(base_cfg, upsample_cfg, *, base_steps: int | str = 25, guida
     ax.set_xlim(-0.5, 15.3)
     ax.set_ylim(0.0, 3.8)
     ax.axis("off")
-    ax.set_title("GLIDE's cascade: a small image from the caption first, then 4x more pixels conditioned on it", fontsize=8)
+    ax.set_title("GLIDE's cascade: a small image from the caption first, then 4x more pixels conditioned on it",
+                 fontsize=8)
     return ax
 
 
@@ -240,7 +247,8 @@ def text_attention_maps(model, x_t: torch.Tensor, t: torch.Tensor, tokens: torch
     Returns [(layer name, maps [N, text_ctx, h, w])], averaged over heads: the share of a pixel's
     softmax (over text tokens and pixels together) that lands on each text position.
     """
-    blocks = [(name, m) for name, m in model.named_modules() if isinstance(m, AttentionBlock) and m.encoder_kv is not None]
+    blocks = [(name, m) for name, m in model.named_modules()
+              if isinstance(m, AttentionBlock) and m.encoder_kv is not None]
     for _, block in blocks:
         block.keep_attention = True
     sizes = {}

@@ -209,7 +209,8 @@ def main() -> None:
         run([str(python), "-m", "pip", "install", "--quiet", torch_req], log=work / "torch.log")
         for tag, target in (("source", str(ROOT)), ("wheel", str(wheel))):
             planned = would_install(python, target, work, tag)
-            print(f"  pip install --dry-run {'.' if tag == 'source' else wheel.name} would install: {', '.join(planned)}")
+            print(f"  pip install --dry-run {'.' if tag == 'source' else wheel.name} "
+                  f"would install: {', '.join(planned)}")
             if "torch" in planned:
                 raise SystemExit(f"pip would install a second torch next to {torch_req} ({tag})")
         run([str(python), "-m", "pip", "install", "--quiet", str(wheel), "-c", str(ROOT / "requirements-ci.txt")],

@@ -3,8 +3,10 @@
 Every part runs inside its own try block: a failure prints its traceback and a `RESULT: FAILED ...` line
 and exits 1, so the shell script records it and goes on with the next part. A part that works prints
 `RESULT: <one line>` for the summary table.
-Usage: python scripts/gpu_smoke_parts.py env | fwd-bwd CONFIG BATCH | forward-grid BATCH | cascade BATCH [--compile] | pipelines | text-pipelines
-SMOKE_DEVICE=cpu runs fwd-bwd and text-pipelines on the CPU (to check this script without a GPU, on a small config file).
+Usage: python scripts/gpu_smoke_parts.py
+    env | fwd-bwd CONFIG BATCH | forward-grid BATCH | cascade BATCH [--compile] | pipelines | text-pipelines
+SMOKE_DEVICE=cpu runs fwd-bwd and text-pipelines on the CPU (to check this script without a GPU, on a
+small config file).
 """
 from __future__ import annotations
 
@@ -62,8 +64,8 @@ def fwd_bwd(config: str, batch: str) -> str:
         times.append(time.perf_counter() - start)
     peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
     params = sum(p.numel() for p in model.parameters())
-    print(f"{config}: {params:,} parameters; bf16 forward+backward at batch {n}: median {statistics.median(times) * 1e3:.1f} ms "
-          f"(min {min(times) * 1e3:.1f}), peak memory {peak:.2f} GiB")
+    print(f"{config}: {params:,} parameters; bf16 forward+backward at batch {n}: "
+          f"median {statistics.median(times) * 1e3:.1f} ms (min {min(times) * 1e3:.1f}), peak memory {peak:.2f} GiB")
     return f"batch {n}: {statistics.median(times) * 1e3:.0f} ms fwd+bwd, peak {peak:.1f} GiB"
 
 
@@ -106,7 +108,8 @@ def forward_grid(batch: str) -> str:
                 print(f"{key[0]:<26} batch {size:<3} {key[1]:<5} {key[2]:<14} {times[key] * 1e3:8.1f} ms")
         del model
     best = {name: min((v, k[1:]) for k, v in times.items() if k[0] == name) for name in {k[0] for k in times}}
-    return "; ".join(f"{name.split('-')[-1]} fastest {'+'.join(k)} {v * 1e3:.0f} ms" for name, (v, k) in sorted(best.items()))
+    return "; ".join(f"{name.split('-')[-1]} fastest {'+'.join(k)} {v * 1e3:.0f} ms"
+                     for name, (v, k) in sorted(best.items()))
 
 
 def pipelines() -> str:
@@ -160,7 +163,8 @@ def text_pipelines() -> str:
     return f"cascade {len(prompts)} images {cascade_s:.1f} s; inpaint kept-region change {kept:.1e}"
 
 
-PARTS = {"env": env, "fwd-bwd": fwd_bwd, "forward-grid": forward_grid, "cascade": cascade, "pipelines": pipelines, "text-pipelines": text_pipelines}
+PARTS = {"env": env, "fwd-bwd": fwd_bwd, "forward-grid": forward_grid, "cascade": cascade, "pipelines": pipelines,
+         "text-pipelines": text_pipelines}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in PARTS:

@@ -53,7 +53,8 @@ def write_glide_vocab(folder: Path, gz: bool = False) -> Path:
     for symbol in [*byte_to_unicode().values(), *("".join(p) for p in merges)]:
         if symbol not in encoder:
             encoder[symbol] = next(free)
-    files = {"encoder.json": json.dumps(encoder), "vocab.bpe": "#version: 0.2\n" + "\n".join(" ".join(p) for p in merges) + "\n"}
+    files = {"encoder.json": json.dumps(encoder),
+             "vocab.bpe": "#version: 0.2\n" + "\n".join(" ".join(p) for p in merges) + "\n"}
     folder.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
         if gz:
@@ -89,10 +90,12 @@ def write_clip_vocab(folder: Path) -> Path:
     for pair in intermediate:
         ranks[next(free)] = pair
     # As many merges as CLIP reads from the released file, so the start and end tokens get their ids too.
-    lines = [" ".join(ranks[r]) if r in ranks else f"{chr(0xF0000 + r)} {chr(0x100000 + r)}" for r in range(CLIPBPE.MAX_MERGES)]
+    lines = [" ".join(ranks[r]) if r in ranks else f"{chr(0xF0000 + r)} {chr(0x100000 + r)}"
+             for r in range(CLIPBPE.MAX_MERGES)]
     assert len(set(lines)) == len(lines) and "a</w>" in [c + "</w>" for c in table.values()]
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "bpe_simple_vocab_16e6.txt.gz").write_bytes(gzip.compress(("header\n" + "\n".join(lines) + "\n").encode()))
+    (folder / "bpe_simple_vocab_16e6.txt.gz").write_bytes(
+        gzip.compress(("header\n" + "\n".join(lines) + "\n").encode()))
     return folder
 
 

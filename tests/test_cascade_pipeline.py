@@ -15,18 +15,18 @@ import torch
 from conftest import randomize_, tiny_text_config
 from glide_minimal import pretrained
 from glide_minimal.checkpoint import CheckpointError
+from glide_minimal.checks import make_generator
 from glide_minimal.diffusion import GaussianDiffusion
 from glide_minimal.diffusion.guidance import inpaint_denoised_fn, replacement_model_fn
 from glide_minimal.finetune import transfer_weights
 from glide_minimal.masks import box_mask
 from glide_minimal.models import build_model
-from glide_minimal.checks import make_generator
 from glide_minimal.pipelines import InpaintPipeline, TextPipeline, UpsamplePipeline, load_pipeline
 
 PROMPT = "a large red circle in the center"
 BASE = {"model.image_size": 8, "data.image_size": 8, "model.attention_resolutions": [4]}
-UPSAMPLER = {"model.image_size": 32, "data.image_size": 32, "model.attention_resolutions": [16], "model.super_res": True,
-             "data.low_res_size": 8, "model.aug_level_embed": True, "data.low_res_aug_max": 20,
+UPSAMPLER = {"model.image_size": 32, "data.image_size": 32, "model.attention_resolutions": [16],
+             "model.super_res": True, "data.low_res_size": 8, "model.aug_level_embed": True, "data.low_res_aug_max": 20,
              "data.low_res_aug_sample": 5, "data.p_uncond": 0.0, "diffusion.sample_respacing": "fast27"}
 FAST = dict(steps=3, upsample_steps="4")  # a few steps per stage: the tests check plumbing, not quality
 
@@ -34,7 +34,8 @@ FAST = dict(steps=3, upsample_steps="4")  # a few steps per stage: the tests che
 # What the shipped MANIFEST names: the text model's group, and each inpainting model's text model.
 COMPANIONS = {"tutorial-text": {"upsample": "tutorial-text-upsample", "inpaint": "tutorial-text-inpaint",
                                 "upsample-inpaint": "tutorial-text-upsample-inpaint"},
-              "tutorial-text-inpaint": {"text": "tutorial-text"}, "tutorial-text-upsample-inpaint": {"text": "tutorial-text"}}
+              "tutorial-text-inpaint": {"text": "tutorial-text"},
+              "tutorial-text-upsample-inpaint": {"text": "tutorial-text"}}
 
 
 def publish_tiny(root, names=("tutorial-text", "tutorial-text-upsample", "tutorial-text-inpaint",
@@ -214,7 +215,8 @@ def test_upsample_without_an_upsampler_checkpoint_names_it(tmp_path, monkeypatch
     publish_tiny(tmp_path, names=("tutorial-text",))
     monkeypatch.setenv("GLIDE_MINIMAL_CHECKPOINTS", str(tmp_path))
     pipe = load_pipeline("tutorial-text", "cpu")
-    with pytest.raises(CheckpointError, match="the checkpoint 'tutorial-text-upsample', which is not in any of the places searched .*train_ch"):
+    with pytest.raises(CheckpointError, match="the checkpoint 'tutorial-text-upsample', which is not in any of the "
+                                              "places searched .*train_ch"):
         pipe(PROMPT, upsample=True, steps=2)
     with pytest.raises(ValueError, match="unknown upsample_sampler 'plms'; choose one of: ancestral, ddim"):
         load_pipeline("tutorial-text", "cpu")(PROMPT, upsample=True, upsample_sampler="plms")
@@ -239,7 +241,8 @@ def test_model_and_replace_use_their_own_models(tmp_path, monkeypatch):
     pipe = load_pipeline("tutorial-inpaint", "cpu")
     image, mask = edit_inputs(1)
     assert pipe(PROMPT, image, mask, method="replace", **FAST).shape == (1, 3, 32, 32)
-    with pytest.raises(CheckpointError, match="base inpainting model .*'tutorial-text-inpaint', which is not in any of the places searched .*train_ch"):
+    with pytest.raises(CheckpointError, match="base inpainting model .*'tutorial-text-inpaint', which is not in any "
+                                              "of the places searched .*train_ch"):
         pipe(PROMPT, image, mask, method="model", **FAST)
 
 
@@ -252,13 +255,16 @@ def test_all_fill_mask_is_text_to_image(edit):
 def bad_inputs():
     image, mask = edit_inputs()
     return [
-        (dict(image=torch.rand(2, 3, 16, 16)), re.escape("image has shape (2, 3, 16, 16); this pipeline edits [N, 3, 32, 32]")),
+        (dict(image=torch.rand(2, 3, 16, 16)),
+         re.escape("image has shape (2, 3, 16, 16); this pipeline edits [N, 3, 32, 32]")),
         (dict(image=image * 2 - 1), re.escape("image values must lie in [0, 1]; got min -")),
-        (dict(image=(image * 255).to(torch.uint8)), "image must be a float tensor in \\[0, 1\\], got dtype torch.uint8"),
-        (dict(mask=mask[:, :, ::2, ::2]), re.escape("mask has shape (2, 1, 16, 16) but the image is (2, 3, 32, 32); the mask "
-                                                    "must be [2, 1, 32, 32] with 1 = keep, 0 = fill")),
+        (dict(image=(image * 255).to(torch.uint8)),
+         "image must be a float tensor in \\[0, 1\\], got dtype torch.uint8"),
+        (dict(mask=mask[:, :, ::2, ::2]), re.escape("mask has shape (2, 1, 16, 16) but the image is (2, 3, 32, 32); "
+                                                    "the mask must be [2, 1, 32, 32] with 1 = keep, 0 = fill")),
         (dict(mask=mask * 0.5), "mask must be binary \\(1 = keep, 0 = fill\\); found the value 0.5"),
-        (dict(mask=torch.cat([mask[:1], torch.ones_like(mask[:1])])), "mask 1 keeps every pixel, so there is nothing to fill"),
+        (dict(mask=torch.cat([mask[:1], torch.ones_like(mask[:1])])),
+         "mask 1 keeps every pixel, so there is nothing to fill"),
         (dict(prompt=[PROMPT] * 3), "got 3 prompts for 2 images"),
         (dict(method="paint"), "unknown method 'paint'; choose one of: model, replace"),
     ]
@@ -315,7 +321,8 @@ def test_cli_samples_the_cascade_and_refuses_image_pipelines(tmp_path, capsys):
     assert main(["sample", "--pipeline", "tutorial-text", "--prompt", PROMPT, "--num-images", "2", "--steps", "2",
                  "--upsample", "--out", str(out), "--no-progress", "--device", "cpu"]) == 0
     assert out.exists() and "2 images of (3, 32, 32)" in capsys.readouterr().out
-    assert main(["sample", "--pipeline", "tutorial-inpaint", "--prompt", PROMPT, "--out", str(out), "--device", "cpu"]) == 2
+    assert main(["sample", "--pipeline", "tutorial-inpaint", "--prompt", PROMPT, "--out", str(out),
+                 "--device", "cpu"]) == 2
     assert "takes images as well as prompts" in capsys.readouterr().err
 
 

@@ -30,7 +30,8 @@ def up_trainer(tmp_path_factory) -> Trainer:
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"data.low_res_size": 4}, "data.low_res_size is for super-resolution models"),
     ({"data.low_res_aug_max": 10}, "data.low_res_aug_max is for super-resolution models"),
-    ({"model.aug_level_embed": True}, "model.aug_level_embed embeds the low-res noise-augmentation level: it needs model.super_res"),
+    ({"model.aug_level_embed": True},
+     "model.aug_level_embed embeds the low-res noise-augmentation level: it needs model.super_res"),
     ({**UP, "data.low_res_size": 5}, "data.low_res_size 5 must divide model.image_size 16"),
     ({**UP, "data.low_res_size": 16}, "data.low_res_size 16 must divide model.image_size 16 and be smaller"),
     ({**UP, "data.low_res_aug_max": 51}, re.escape("data.low_res_aug_max must be a number of forward steps in 0..50")),
@@ -61,7 +62,8 @@ def test_tutorial_cascade_configs_follow_glide_and_cascaded_diffusion():
     assert up.model.learn_sigma and up.model.text_ctx > 0
     assert up.model.aug_level_embed and up.data.low_res_aug_max > 0 and 0 < up.data.crop_size < 64
     assert not load_config("tutorial-text-upsample-noaug").data.low_res_aug_max
-    for name, source in [("tutorial-text-inpaint", "tutorial-text"), ("tutorial-text-upsample-inpaint", "tutorial-text-upsample"),
+    for name, source in [("tutorial-text-inpaint", "tutorial-text"),
+                         ("tutorial-text-upsample-inpaint", "tutorial-text-upsample"),
                          ("tutorial-text-inpaint-gpu", "tutorial-text-gpu"),
                          ("tutorial-text-upsample-inpaint-gpu", "tutorial-text-upsample-gpu")]:
         cfg, base = load_config(name), load_config(source)
@@ -90,7 +92,8 @@ def test_crops_come_with_the_matching_low_res_crop(tmp_path):
         torch.testing.assert_close(kwargs["low_res"], F.avg_pool2d(x_start, 4), rtol=0, atol=1e-6)
         idx = torch.randint(len(trainer.images), (8,), generator=step_generator(0, step))
         for img, full in zip(x_start, trainer.images[idx]):  # each crop is a window of its image, on the 4 px grid
-            hits = [(y, x) for y in range(0, 9, 4) for x in range(0, 9, 4) if torch.equal(full[:, y:y + 8, x:x + 8], img)]
+            hits = [(y, x) for y in range(0, 9, 4) for x in range(0, 9, 4)
+                    if torch.equal(full[:, y:y + 8, x:x + 8], img)]
             assert hits, "a crop is no window of its training image on the low-res grid"
             corners.add(hits[0])
     assert len(corners) > 1  # the corners vary
@@ -181,8 +184,8 @@ def test_unet_takes_crops_but_not_sizes_it_cannot_halve():
     t, mask = torch.zeros(1, dtype=torch.long), torch.zeros(1, 12, dtype=torch.bool)
     out = model(torch.zeros(1, 3, 8, 8), t, tokens=tokens, mask=mask, low_res=torch.zeros(1, 3, 2, 2))
     assert out.shape == (1, 3, 8, 8)
-    with pytest.raises(ValueError, match=re.escape("(1, 3, 7, 7) but this U-Net takes [N, 3, 16, 16] (model.image_size), "
-                                                   "or crops whose sides are multiples of 2")):
+    with pytest.raises(ValueError, match=re.escape("(1, 3, 7, 7) but this U-Net takes [N, 3, 16, 16] "
+                                                   "(model.image_size), or crops whose sides are multiples of 2")):
         model(torch.zeros(1, 3, 7, 7), t, tokens=tokens, mask=mask, low_res=torch.zeros(1, 3, 2, 2))
 
 

@@ -9,8 +9,16 @@ import pytest
 import yaml
 
 from conftest import TINY, nested
-from glide_minimal.config import (CHOICES, CONFIG_DIR, Config, UNetConfig, available_configs, config_from_dict,
-                                  load_config, parse_override)
+from glide_minimal.config import (
+    CHOICES,
+    CONFIG_DIR,
+    Config,
+    UNetConfig,
+    available_configs,
+    config_from_dict,
+    load_config,
+    parse_override,
+)
 
 
 def flat(cfg: Config) -> dict:

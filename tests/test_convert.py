@@ -20,8 +20,15 @@ from glide_minimal import pretrained
 from glide_minimal.checkpoint import CheckpointError
 from glide_minimal.cli import main
 from glide_minimal.config import config_from_dict, load_config
-from glide_minimal.convert import (CONFIGS, convert, convert_clip, convert_state_dict, detect_kind, load_released,
-                                   our_key)
+from glide_minimal.convert import (
+    CONFIGS,
+    convert,
+    convert_clip,
+    convert_state_dict,
+    detect_kind,
+    load_released,
+    our_key,
+)
 from glide_minimal.models import build_model
 
 DATA = Path(__file__).parent / "data"
@@ -195,7 +202,8 @@ def released_pt(tmp_path: Path, name: str) -> Path:
 
 
 def test_convert_writes_a_checkpoint_that_loads_and_reproduces_the_official_output(tmp_path):
-    out = convert(released_pt(tmp_path, "upsample-inpaint"), tmp_path / "up.safetensors", tiny_unet_config("upsample-inpaint"))
+    out = convert(released_pt(tmp_path, "upsample-inpaint"), tmp_path / "up.safetensors",
+                  tiny_unet_config("upsample-inpaint"))
     assert json.loads(out.with_suffix(".json").read_text())["model"]["super_res"] is True
     model, cfg = pretrained.load_model(out)
     io = load_file(TINY / "upsample-inpaint.io.safetensors")
@@ -245,9 +253,10 @@ def test_converted_released_configs_load_by_name():
 
 
 def test_load_pipeline_accepts_a_converted_file_and_reads_the_users_vocabulary(tmp_path, monkeypatch):
+    from test_bpe import write_glide_vocab
+
     from glide_minimal.models.bpe import GlideBPE
     from glide_minimal.pipelines import TextPipeline, load_pipeline
-    from test_bpe import write_glide_vocab
 
     out = convert(released_pt(tmp_path, "base"), tmp_path / "base.safetensors", tiny_unet_config("base"))
     monkeypatch.setenv("GLIDE_MINIMAL_VOCAB", str(tmp_path / "vocab"))

@@ -7,8 +7,15 @@ from torch import nn
 
 import glide_minimal as gm
 from glide_minimal.checkpoint import CheckpointError
-from glide_minimal.evaluators import (MAX_CLASS_ENTROPY, DigitClassifier, DigitEvaluator, ShapesClassifier,
-                                      ShapesEvaluator, load_evaluator, shapes_training_set)
+from glide_minimal.evaluators import (
+    MAX_CLASS_ENTROPY,
+    DigitClassifier,
+    DigitEvaluator,
+    ShapesClassifier,
+    ShapesEvaluator,
+    load_evaluator,
+    shapes_training_set,
+)
 
 
 def test_digit_classifier_rejects_the_wrong_image_shape():

@@ -31,7 +31,8 @@ def randomise(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 def class_pipe() -> ClassPipeline:
     torch.manual_seed(0)
     cfg = load_config("tutorial-digits", SMALL)
-    ccfg = load_config("tutorial-digits-classifier", {k: v for k, v in SMALL.items() if k.startswith(("model.image", "data.", "diffusion.num"))}
+    ccfg = load_config("tutorial-digits-classifier",
+                       {k: v for k, v in SMALL.items() if k.startswith(("model.image", "data.", "diffusion.num"))}
                        | {"model.model_channels": 16, "model.channel_mult": [1, 2], "model.num_head_channels": 16})
     return ClassPipeline(randomise(build_model(cfg)), cfg, "cpu", classifier=randomise(build_model(ccfg), 1))
 
@@ -183,7 +184,8 @@ def test_cli_samples_a_class_pipeline_and_asks_for_labels(tmp_path, monkeypatch,
     from glide_minimal.cli import main
 
     cfg = load_config("tutorial-digits", SMALL)
-    pretrained.publish("tiny-digits", build_model(cfg).state_dict(), cfg.to_dict(), record={"command": "test"}, root=tmp_path)
+    pretrained.publish("tiny-digits", build_model(cfg).state_dict(), cfg.to_dict(), record={"command": "test"},
+                       root=tmp_path)
     monkeypatch.setenv("GLIDE_MINIMAL_CHECKPOINTS", str(tmp_path))
     out = tmp_path / "grid.png"
     assert main(["sample", "--pipeline", "tiny-digits", "--out", str(out), "--no-progress"]) == 2

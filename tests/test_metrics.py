@@ -8,8 +8,14 @@ import pytest
 import torch
 
 from glide_minimal.datasets import DIGITS_TEST_SIZE, PHOTOS, load_digits, load_photo
-from glide_minimal.metrics import (class_entropy, frechet_distance, kernel_distance, mean_pairwise_distance,
-                                   precision_recall, seam_energy)
+from glide_minimal.metrics import (
+    class_entropy,
+    frechet_distance,
+    kernel_distance,
+    mean_pairwise_distance,
+    precision_recall,
+    seam_energy,
+)
 
 
 def features(n: int = 300, dim: int = 4, seed: int = 0) -> torch.Tensor:

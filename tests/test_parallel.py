@@ -53,7 +53,8 @@ def test_four_micro_batches_give_the_weights_of_one_batch(tmp_path):
     four.run()
     assert_same_tensors(model_tensors(tmp_path / "four"), model_tensors(tmp_path / "one"), exact=False, atol=1e-6)
     assert_moved(model_tensors(tmp_path / "one"), init)
-    assert logged_losses(tmp_path / "four") == pytest.approx(logged_losses(tmp_path / "one"), abs=1e-5)  # logged to 6 digits
+    # logged to 6 digits
+    assert logged_losses(tmp_path / "four") == pytest.approx(logged_losses(tmp_path / "one"), abs=1e-5)
 
 
 def test_micro_batches_split_per_example_kwargs_with_the_images():
@@ -75,7 +76,8 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients(tmp_path, ma
     # Dropout on: the recomputation must draw the same masks as the forward did.
     overrides = {"model.dropout": 0.1, "train.max_steps": 1}
     plain = Trainer(make_config(overrides), tmp_path / "plain", progress=False)
-    ckpt = Trainer(make_config({**overrides, "train.activation_checkpointing": True}), tmp_path / "ckpt", progress=False)
+    ckpt = Trainer(make_config({**overrides, "train.activation_checkpointing": True}), tmp_path / "ckpt",
+                   progress=False)
     assert all(type(b).forward is not b.forward.__func__ for b in blocks(ckpt.model))  # every block is checkpointed
     row_plain, row_ckpt = plain.train_step(), ckpt.train_step()
     assert row_ckpt["loss"] == row_plain["loss"]

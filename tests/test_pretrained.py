@@ -237,9 +237,11 @@ def test_unknown_name_lists_every_place_it_looked_in(places):
     with pytest.raises(KeyError) as err:
         pretrained.load_weights("nowhere")
     message = err.value.args[0]
-    assert message.startswith("unknown checkpoint 'nowhere'; shipped: checkout-only, everywhere, installed; looked in: ")
+    assert message.startswith("unknown checkpoint 'nowhere'; shipped: checkout-only, everywhere, installed; "
+                              "looked in: ")
     assert "1. $GLIDE_MINIMAL_CHECKPOINTS: not set" in message
-    assert f"2. user cache ($GLIDE_MINIMAL_CACHE or ~/.cache/glide-minimal) {places['cache']} (1 checkpoints)" in message
+    assert (f"2. user cache ($GLIDE_MINIMAL_CACHE or ~/.cache/glide-minimal) {places['cache']} (1 checkpoints)"
+            in message)
     assert f"3. installed package data {places['package']} (2 checkpoints)" in message
     assert f"4. source checkout {places['checkout']} (3 checkpoints)" in message
 

@@ -8,9 +8,9 @@ import re
 import pytest
 import torch
 
-from conftest import randomize_
 import glide_minimal.pipelines.base as pipeline_base
 import glide_minimal.speed as speed
+from conftest import randomize_
 from glide_minimal.bench import BENCH_PROMPT, bench_released, released_configs, stand_in_cascade
 from glide_minimal.cli import main
 from glide_minimal.models import build_model
@@ -85,9 +85,9 @@ def test_bench_released_times_both_settings_on_the_same_models():
     r = bench_released("tiny", batch=1, **FEW_STEPS)
     official, fast = r["rows"]
     assert (official["setting"], official["precision"], official["layout"]) == ("official", "fp32", "contiguous")
-    assert fast["layout"] == "channels_last" and fast["base_steps"] == "ddim2 ddim"
+    assert fast["layout"] == "channels_last" and fast["base_steps"] == "ddim2 dpm++2m"
     assert official["base_steps"] == "2 ancestral" and official["upsample_steps"] == "2 ddim"  # the release: DDIM
-    assert fast["upsample_steps"] == "ddim2 ddim"
+    assert fast["upsample_steps"] == "ddim2 dpm++2m"
     for key in ("base_forward_s", "upsample_forward_s", "image_s"):
         assert official[key] > 0 and fast[key] > 0
         assert r["ratio"][key] == pytest.approx(official[key] / fast[key])
@@ -99,5 +99,6 @@ def test_cli_bench_released_prints_per_forward_and_per_image_times_and_ratio(cap
     out = capsys.readouterr().out
     assert "TINY stand-ins" in out and "batch 1" in out
     assert re.search(r"^official\s+fp32\s+contiguous\s+no\s+2 ancestral\s+2 ddim(\s+[\d.]+){3}$", out, re.MULTILINE)
-    assert re.search(r"^fast\s+(bf16|fp32)\s+channels_last\s+no\s+ddim2 ddim\s+ddim2 ddim(\s+[\d.]+){3}$", out, re.MULTILINE)
+    fast_row = r"^fast\s+(bf16|fp32)\s+channels_last\s+no\s+ddim2 dpm\+\+2m\s+ddim2 dpm\+\+2m(\s+[\d.]+){3}$"
+    assert re.search(fast_row, out, re.MULTILINE)
     assert re.search(r"^official / fast \(speed-up\)(\s+[\d.]+){3}$", out, re.MULTILINE)

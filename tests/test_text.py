@@ -2,14 +2,13 @@
 import pytest
 import torch
 
+from conftest import tiny_text_config
 from glide_minimal.config import load_config
 from glide_minimal.models import build_model, get_tokenizer
 from glide_minimal.models.clip import clip_loss_terms
 from glide_minimal.models.text import TextTransformer, WordTokenizer
-from glide_minimal.vocabulary import COLOR_NAMES, GRAMMAR_WORDS, POSITIONS, SHAPES, SIZE_NAMES, caption_words
 from glide_minimal.train import Trainer
-
-from conftest import tiny_text_config
+from glide_minimal.vocabulary import COLOR_NAMES, GRAMMAR_WORDS, POSITIONS, SHAPES, SIZE_NAMES, caption_words
 
 
 @pytest.fixture

@@ -2,12 +2,11 @@
 import pytest
 import torch
 
+from conftest import tiny_text_config
 from glide_minimal.config import load_config
 from glide_minimal.diffusion.guidance import clip_cond_fn
 from glide_minimal.models import build_model, get_tokenizer
 from glide_minimal.pipelines import TextPipeline
-
-from conftest import tiny_text_config
 
 CLIP_TINY = {"clip.width": 32, "clip.layers": 1, "clip.heads": 2, "clip.text_width": 32, "clip.text_layers": 1,
              "clip.text_heads": 2, "clip.embed_dim": 16, "clip.patch_size": 4, "diffusion.num_timesteps": 50}
@@ -40,16 +39,18 @@ def test_prompt_list_length_must_match_num_images(pipe):
 def test_unknown_word_and_unknown_guidance_are_clear_errors(pipe):
     with pytest.raises(ValueError, match="unknown word 'purple'"):
         pipe("a purple circle", steps=2)
-    with pytest.raises(ValueError, match="unknown guidance 'clipp'; choose one of: cfg, clip, clip-unconditional, none"):
+    with pytest.raises(ValueError,
+                       match="unknown guidance 'clipp'; choose one of: cfg, clip, clip-unconditional, none"):
         pipe("a red circle", guidance="clipp", steps=2)
 
 
 def test_cfg_scale_one_is_the_conditional_model_and_zero_the_empty_prompt(pipe):
     prompt = "a large red circle in the center"
     cond = pipe(prompt, guidance="none", steps=3, seed=1)
-    torch.testing.assert_close(pipe(prompt, guidance_scale=1.0, steps=3, seed=1), cond, atol=1e-3, rtol=0)  # batched [cond; uncond] arithmetic differs in the last bits
+    # atol in both: batched [cond; uncond] arithmetic differs in the last bits
+    torch.testing.assert_close(pipe(prompt, guidance_scale=1.0, steps=3, seed=1), cond, atol=1e-3, rtol=0)
     torch.testing.assert_close(pipe(prompt, guidance_scale=0.0, steps=3, seed=1),
-                               pipe("", guidance="none", steps=3, seed=1), atol=1e-3, rtol=0)  # batched [cond; uncond] arithmetic differs in the last bits
+                               pipe("", guidance="none", steps=3, seed=1), atol=1e-3, rtol=0)
     assert (pipe(prompt, guidance_scale=4.0, steps=3, seed=1) - cond).abs().max() > 1e-4
 
 

@@ -16,8 +16,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import (assert_same_tensors, checkpoint_step, cli_command, run_cli, straight_and_resumed, subprocess_env,
-                      tiny_config, write_tiny_yaml)
+from conftest import (
+    assert_same_tensors,
+    checkpoint_step,
+    cli_command,
+    run_cli,
+    straight_and_resumed,
+    subprocess_env,
+    tiny_config,
+    write_tiny_yaml,
+)
 from glide_minimal.checkpoint import CheckpointError, load_tensors
 from glide_minimal.cli import main
 from glide_minimal.config import config_from_dict, load_config

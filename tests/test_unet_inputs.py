@@ -28,7 +28,8 @@ def model_and_inputs(super_res: bool = False, inpaint: bool = False, n: int = 2)
     return model, x, t, kwargs
 
 
-@pytest.mark.parametrize("super_res, inpaint, extra", [(False, False, 0), (True, False, 3), (False, True, 4), (True, True, 7)])
+@pytest.mark.parametrize("super_res, inpaint, extra",
+                         [(False, False, 0), (True, False, 3), (False, True, 4), (True, True, 7)])
 def test_in_channels_stays_x_t_and_the_model_adds_the_conditioning_channels(super_res, inpaint, extra):
     cfg = tiny_config({"model.in_channels": 3, "model.out_channels": 3, "model.super_res": super_res,
                        "model.inpaint": inpaint})
@@ -77,7 +78,8 @@ def test_missing_mask_error_says_what_to_pass():
 
 def test_wrong_mask_shape_error_names_both_shapes():
     model, x, t, kw = model_and_inputs(inpaint=True)
-    with pytest.raises(ValueError, match=re.escape("inpaint_mask has shape (2, 1, 4, 4) but the image is (2, 1, 8, 8)")):
+    with pytest.raises(ValueError,
+                       match=re.escape("inpaint_mask has shape (2, 1, 4, 4) but the image is (2, 1, 8, 8)")):
         model(x, t, inpaint_image=kw["inpaint_image"], inpaint_mask=torch.ones(2, 1, 4, 4))
 
 

@@ -195,7 +195,8 @@ class GaussianDiffusion:
         else:
             prediction = model_output
             if prediction.shape[1] != channels:
-                raise ValueError(f"{self.model_var_type} needs a model output of {channels} channels, got {prediction.shape[1]}")
+                raise ValueError(f"{self.model_var_type} needs a model output of {channels} channels, "
+                                 f"got {prediction.shape[1]}")
             name = "posterior" if self.model_var_type == "fixed_small" else "large"
             variance = self._extract(f"{name}_variance_table", t, x).expand_as(x)
             log_variance = self._extract(f"{name}_log_variance_table", t, x).expand_as(x)
@@ -269,8 +270,9 @@ class GaussianDiffusion:
                         noise: torch.Tensor | None = None, model_kwargs: dict | None = None) -> dict:
         """Per-example losses [N]: 'loss', 'mse' and (hybrid) 'vb'.
 
-        mse is L_simple = ||eps - eps_theta(x_t, t)||^2 (DDPM Eq. 14), or ||v - v_theta||^2 for v-prediction. hybrid adds L_vlb with the mean
-        detached, so the VLB only trains the variance, weighted by T/1000 (IDDPM Eq. 16 and Sec. 3.1).
+        mse is L_simple = ||eps - eps_theta(x_t, t)||^2 (DDPM Eq. 14), or ||v - v_theta||^2 for v-prediction.
+        hybrid adds L_vlb with the mean detached, so the VLB only trains the variance, weighted by T/1000
+        (IDDPM Eq. 16 and Sec. 3.1).
         """
         if noise is None:
             noise = torch.randn_like(x_start)

@@ -30,7 +30,8 @@ class Trajectory:
 
 def _loop(step_fn: Callable, diffusion: GaussianDiffusion, shape: tuple, noise: torch.Tensor | None,
           generator: torch.Generator | None, device, progress: bool, return_trajectory: bool, desc: str):
-    device = torch.device(device) if device is not None else (noise.device if noise is not None else torch.device("cpu"))
+    device = torch.device(device) if device is not None else (
+        noise.device if noise is not None else torch.device("cpu"))
     x = noise if noise is not None else torch.randn(shape, generator=generator, device=device)
     steps, xs, x0s = [], [], []
     for i in tqdm(range(diffusion.num_timesteps - 1, -1, -1), disable=not progress, desc=desc):
@@ -83,7 +84,8 @@ def ddim_sample_loop(diffusion: GaussianDiffusion, model_fn: Callable, shape: tu
     """
     # eta > 1 asks for more noise than the step has room for (a NaN square root); NaN passes `eta < 0`.
     if not (isinstance(eta, (int, float)) and not isinstance(eta, bool) and 0 <= eta <= 1):
-        raise ValueError(f"eta must be a finite number in [0, 1] (0: deterministic DDIM, 1: DDPM's variance), got {eta!r}")
+        raise ValueError(f"eta must be a finite number in [0, 1] (0: deterministic DDIM, 1: DDPM's variance), "
+                         f"got {eta!r}")
 
     def step(x, t):
         out = diffusion.p_mean_variance(model_fn, x, t, clip_denoised, denoised_fn, model_kwargs)

@@ -42,7 +42,8 @@ def _sections(num_timesteps: int, counts: list[int]) -> list[int]:
     for i, count in enumerate(counts):
         length = size + (1 if i < extra else 0)
         if not 0 < count <= length:
-            raise ValueError(f"cannot take {count} steps from a section of {length} timesteps (spec {counts}, T={num_timesteps})")
+            raise ValueError(f"cannot take {count} steps from a section of {length} timesteps "
+                             f"(spec {counts}, T={num_timesteps})")
         stride = (length - 1) / (count - 1) if count > 1 else 1
         steps += [start + round(stride * k) for k in range(count)]
         start += length

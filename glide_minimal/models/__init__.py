@@ -6,9 +6,9 @@ import contextlib
 import torch
 
 from ..config import Config, load_config, low_res_size
-from .layers import AttentionBlock, ResBlock, timestep_embedding
 from .classifier import NoisedClassifier
 from .clip import CaptionEncoder, NoisedCLIP, NoisedImageEncoder
+from .layers import AttentionBlock, ResBlock, timestep_embedding
 from .text import TextTransformer, WordTokenizer, get_tokenizer
 from .unet import UNet
 

@@ -104,7 +104,8 @@ def _unicode_class(prefix: str) -> str:
 def gpt2_pattern() -> re.Pattern:
     """GPT-2's pre-tokenizer: contractions, words with their leading space, numbers, punctuation runs, spaces."""
     letters, numbers = _unicode_class("L"), _unicode_class("N")
-    return re.compile(rf"'s|'t|'re|'ve|'m|'ll|'d| ?[{letters}]+| ?[{numbers}]+| ?[^\s{letters}{numbers}]+|\s+(?!\S)|\s+")
+    return re.compile(rf"'s|'t|'re|'ve|'m|'ll|'d| ?[{letters}]+| ?[{numbers}]+"
+                      rf"| ?[^\s{letters}{numbers}]+|\s+(?!\S)|\s+")
 
 
 @functools.lru_cache(maxsize=None)
@@ -270,7 +271,8 @@ class CLIPBPE(_Padding):
         merges = _merges_from_lines(lines)[:self.MAX_MERGES]
         self.bpe = BPE(merges)
         chars = list(byte_to_unicode().values())
-        vocab = chars + [c + "</w>" for c in chars] + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
+        vocab = (chars + [c + "</w>" for c in chars] + ["".join(m) for m in merges]
+                 + ["<|startoftext|>", "<|endoftext|>"])
         self.encoder = {t: i for i, t in enumerate(vocab)}
         self.decoder = dict(enumerate(vocab))
         self.byte_decoder = {c: b for b, c in byte_to_unicode().items()}

@@ -65,7 +65,8 @@ class NoisedImageEncoder(nn.Module):
         self.patch_proj = nn.Conv2d(cfg.in_channels, cfg.width, cfg.patch_size, stride=cfg.patch_size, bias=False)
         self.positional_embedding = nn.Parameter(torch.randn(patches + 1, cfg.width) * 0.01)
         self.ln_pre = nn.LayerNorm(cfg.width)
-        self.blocks = nn.Sequential(*[ResidualAttentionBlock(cfg.width, cfg.heads, attention=Attention) for _ in range(cfg.layers)])
+        self.blocks = nn.Sequential(*[ResidualAttentionBlock(cfg.width, cfg.heads, attention=Attention)
+                                      for _ in range(cfg.layers)])
         self.ln_post = nn.LayerNorm(cfg.width)
         self.proj = nn.Linear(cfg.width, cfg.embed_dim, bias=False)
 
@@ -91,13 +92,16 @@ class CaptionEncoder(nn.Module):
         vocab = cfg.vocab_size or tokenizer_vocab_size(cfg.tokenizer, cfg.text_ctx)
         self.token_embedding = nn.Embedding(vocab, cfg.text_width)
         self.positional_embedding = nn.Parameter(torch.randn(cfg.text_ctx, cfg.text_width) * 0.01)
-        self.blocks = nn.Sequential(*[ResidualAttentionBlock(cfg.text_width, cfg.text_heads, causal=True, attention=Attention) for _ in range(cfg.text_layers)])
+        self.blocks = nn.Sequential(*[ResidualAttentionBlock(cfg.text_width, cfg.text_heads, causal=True,
+                                                             attention=Attention)
+                                      for _ in range(cfg.text_layers)])
         self.ln_final = nn.LayerNorm(cfg.text_width)
         self.proj = nn.Linear(cfg.text_width, cfg.embed_dim, bias=False)
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if tokens.ndim != 2 or tokens.shape[1] != self.context_length:
-            raise ValueError(f"tokens must be [N, {self.context_length}] (the CLIP text context), got {tuple(tokens.shape)}")
+            raise ValueError(f"tokens must be [N, {self.context_length}] (the CLIP text context), "
+                             f"got {tuple(tokens.shape)}")
         h = self.blocks(self.token_embedding(tokens) + self.positional_embedding)
         # Causal attention: the last real token is the first position that has read the whole caption.
         last = (mask.long().sum(-1) - 1).clamp(min=0)

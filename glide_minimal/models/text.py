@@ -142,7 +142,8 @@ class ResidualAttentionBlock(nn.Module):
     attention: the self-attention class (GLIDE's text transformer fuses q, k, v; the noised CLIP does not).
     """
 
-    def __init__(self, width: int, heads: int, causal: bool = False, attention: type[nn.Module] = MultiheadSelfAttention):
+    def __init__(self, width: int, heads: int, causal: bool = False,
+                 attention: type[nn.Module] = MultiheadSelfAttention):
         super().__init__()
         self.ln_1, self.attn = nn.LayerNorm(width), attention(width, heads, causal)
         self.ln_2, self.mlp = nn.LayerNorm(width), MLP(width)

@@ -122,7 +122,8 @@ class UNet(nn.Module):
             context_channels = cfg.text_width
 
         def res(c_in: int, c_out: int | None = None, **kw) -> ResBlock:
-            return ResBlock(c_in, emb_dim, cfg.dropout, c_out, cfg.use_scale_shift_norm, norm_groups=cfg.norm_groups, **kw)
+            return ResBlock(c_in, emb_dim, cfg.dropout, c_out, cfg.use_scale_shift_norm,
+                            norm_groups=cfg.norm_groups, **kw)
 
         def attn(c: int) -> AttentionBlock:
             return AttentionBlock(c, cfg.num_head_channels, context_channels, cfg.norm_groups)
@@ -150,15 +151,17 @@ class UNet(nn.Module):
 
     def embed(self, timesteps: torch.Tensor, labels: torch.Tensor | None = None,
               aug_level: torch.Tensor | None = None) -> torch.Tensor:
-        """The vector every ResBlock receives: MLP(sinusoid(t)) [+ label embedding] [+ MLP(sinusoid(s))]. [N] -> [N, 4C]."""
+        """The vector every ResBlock receives: MLP(sinusoid(t)) [+ label embedding] [+ MLP(sinusoid(s))].
+        [N] -> [N, 4C]."""
         emb = self.time_embed(timestep_embedding(timesteps, self.cfg.model_channels))
         if self.aug_embed is not None:
             if aug_level is None:
-                raise ValueError("this upsampler takes the low-res noise-augmentation level (model.aug_level_embed): pass "
-                                 "aug_level [N], the forward diffusion steps applied to low_res (0 = clean)")
+                raise ValueError("this upsampler takes the low-res noise-augmentation level (model.aug_level_embed): "
+                                 "pass aug_level [N], the forward diffusion steps applied to low_res (0 = clean)")
             emb = emb + self.aug_embed(timestep_embedding(aug_level, self.cfg.model_channels))
         elif aug_level is not None:
-            raise ValueError("this model has no noise-augmentation input (model.aug_level_embed = false) but got aug_level")
+            raise ValueError("this model has no noise-augmentation input (model.aug_level_embed = false) "
+                             "but got aug_level")
         if self.label_emb is not None:
             if labels is None:
                 raise ValueError("this model is class-conditional: pass labels (use the null label "
@@ -176,7 +179,8 @@ class UNet(nn.Module):
     def encode_text(self, tokens: torch.Tensor | None, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(pooled [N, 4C] for the time embedding, context [N, text_width, L] for the attention layers)."""
         if tokens is None:
-            raise ValueError("this model is text-conditional: pass tokens and mask (from tokenizer.padded_tokens_and_mask; "
+            raise ValueError("this model is text-conditional: pass tokens and mask "
+                             "(from tokenizer.padded_tokens_and_mask; "
                              "the empty caption \"\" is the unconditional input)")
         xf_out = self.text_encoder(tokens, mask)  # [N, L, W]
         # The last position is usually padding; the bidirectional transformer lets it gather the whole caption.
@@ -198,7 +202,8 @@ class UNet(nn.Module):
                                  f"it must be [{n}, {c.in_channels}, {h}, {w}]")
             if tuple(inpaint_mask.shape) != (n, 1, h, w):
                 raise ValueError(f"inpaint_mask has shape {tuple(inpaint_mask.shape)} but the image is "
-                                 f"{tuple(inpaint_image.shape)}; the mask must be [{n}, 1, {h}, {w}] with 1 = keep, 0 = fill")
+                                 f"{tuple(inpaint_image.shape)}; the mask must be [{n}, 1, {h}, {w}] "
+                                 "with 1 = keep, 0 = fill")
             inpaint_mask = inpaint_mask.to(x.dtype)
             parts += [inpaint_image.to(x.dtype) * inpaint_mask, inpaint_mask]
         elif inpaint_image is not None or inpaint_mask is not None:

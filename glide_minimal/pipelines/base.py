@@ -9,8 +9,15 @@ from typing import Callable
 
 import torch
 
-from ..checks import (check_count, check_finite_range, check_sampler, check_sampler_settings, check_seed,
-                      check_steps_type, make_generator)
+from ..checks import (
+    check_count,
+    check_finite_range,
+    check_sampler,
+    check_sampler_settings,
+    check_seed,
+    check_steps_type,
+    make_generator,
+)
 from ..config import Config
 from ..diffusion import GaussianDiffusion, ddim_sample_loop, dpm_solver_sample_loop, p_sample_loop
 from ..speed import Settings, prepare

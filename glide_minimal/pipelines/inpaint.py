@@ -150,8 +150,8 @@ class InpaintPipeline:
             full = up.diffusion(up.cfg.diffusion.num_timesteps)
             g = make_generator(seed, self.device, UPSAMPLE_REPLACEMENT_STREAM)
             model_fn = replacement_model_fn(up.model_fn, full, x, keep, g)
-        out = up.upsample(low, prompts, steps=upsample_steps, sampler=upsample_sampler, temperature=upsample_temperature,
-                          aug_level=aug_level, seed=seed, model_kwargs=kwargs, model_fn=model_fn,
-                          denoised_fn=denoised_fn, progress=progress)
+        out = up.upsample(low, prompts, steps=upsample_steps, sampler=upsample_sampler,
+                          temperature=upsample_temperature, aug_level=aug_level, seed=seed, model_kwargs=kwargs,
+                          model_fn=model_fn, denoised_fn=denoised_fn, progress=progress)
         out = torch.where(keep > 0.5, image.to(self.device), to_unit(out))  # the kept region, exactly the input
         return (out, to_unit(low)) if return_low_res else out

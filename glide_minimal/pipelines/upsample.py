@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ..checks import (check_aug_level, check_finite_range, check_prompt, check_sampler, check_steps_type,
-                      make_generator)
+from ..checks import check_aug_level, check_finite_range, check_prompt, check_sampler, check_steps_type, make_generator
 from ..conditioning import augment_low_res
 from ..config import Config, low_res_size
 from ..models import get_tokenizer
