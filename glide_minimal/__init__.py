@@ -1,5 +1,5 @@
 """glide-minimal: GLIDE (Nichol et al. 2021) from scratch, small enough to read and train on a laptop."""
-from . import diffusion, evaluators, masks, metrics, models, pretrained, shapesworld, viz, vocabulary
+from . import diffusion, evaluators, masks, metrics, models, pipelines, pretrained, shapesworld, speed, viz, vocabulary
 from .checkpoint import CheckpointError
 from .config import Config, available_configs, load_config
 from .datasets import load_digits, load_photo, load_shapesworld
@@ -14,5 +14,5 @@ __version__ = "0.1.0"
 __all__ = ["CheckpointError", "ClassPipeline", "Config", "DiffusionPipeline", "GaussianDiffusion", "InpaintPipeline",
            "TextPipeline", "Trainer", "TrainingDiverged", "UNet", "UpsamplePipeline", "available_configs",
            "build_model", "diffusion", "evaluators", "load_config", "load_digits", "load_evaluator", "load_photo",
-           "load_pipeline", "load_shapesworld", "masks", "metrics", "models", "pretrained", "shapesworld", "viz",
-           "vocabulary"]
+           "load_pipeline", "load_shapesworld", "masks", "metrics", "models", "pipelines", "pretrained", "shapesworld",
+           "speed", "viz", "vocabulary"]

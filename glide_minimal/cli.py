@@ -21,7 +21,7 @@ from .convert import DTYPES, convert
 from .fetch import DownloadError, fetch, sha256_file
 from .memory import format_report
 from .pipelines import ClassPipeline, InpaintPipeline, TextPipeline, UpsamplePipeline, load_pipeline
-from .speed import FAST_BASE_STEPS, FAST_SAMPLER, FAST_UPSAMPLE_STEPS
+from .speed import FAST_BASE_STEPS, FAST_SAMPLER, FAST_UPSAMPLE_STEPS, RELEASE_UPSAMPLE_STEPS
 from .train import Trainer, TrainingDiverged
 from .viz import image_grid
 
@@ -275,7 +275,7 @@ def _sample_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance", default="cfg", choices=TextPipeline.GUIDANCE, help="text guidance")
     p.add_argument("--guidance-scale", type=finite_number(0), default=3.0, help="0 or more (finite)")
     p.add_argument("--upsample", action="store_true",
-                   help="text pipelines: run the cascade, the base model then its -upsample checkpoint (fast27)")
+                   help="text pipelines: run the cascade, the base model then its upsampler companion (fast27)")
     p.add_argument("--method", default="cfg", choices=ClassPipeline.METHODS, help="class guidance")
     p.add_argument("--steps", default=None, help="sampling steps or a respacing spec (100, ddim50, fast27)")
     p.add_argument("--sampler", default="ancestral", choices=SAMPLERS)
@@ -308,7 +308,7 @@ def _bench_flags(p: argparse.ArgumentParser) -> None:
                    help="released: the released-size models, or tiny stand-ins (for tests)")
     p.add_argument("--base-steps", default="100", help="released: the official base steps (ancestral)")
     p.add_argument("--fast-base-steps", default=FAST_BASE_STEPS, help="released: our base steps")
-    p.add_argument("--upsample-steps", default="fast27",
+    p.add_argument("--upsample-steps", default=RELEASE_UPSAMPLE_STEPS,
                    help="released: the official upsampler steps (sampled with DDIM, as the release does)")
     p.add_argument("--fast-upsample-steps", default=FAST_UPSAMPLE_STEPS, help="released: our upsampler steps")
     p.add_argument("--fast-sampler", default=FAST_SAMPLER, choices=SAMPLERS,

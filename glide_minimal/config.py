@@ -17,6 +17,9 @@ from typing import Any, NamedTuple
 import yaml
 
 from .checks import finite_range_rule
+from .diffusion.gaussian import LOSS_TYPES, MEAN_TYPES, VAR_TYPES
+from .diffusion.schedule import SCHEDULES
+from .vocabulary import WORD_VOCABULARIES
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -166,14 +169,15 @@ class Config:
 # The valid values of every key with a fixed set of them: the one list the modules and the CLI use. A tuple key
 # (data.mask_kinds) takes one or more of them, checked by validate() for the models that use it.
 CHOICES = {
-    "diffusion.noise_schedule": ("linear", "squaredcos_cap_v2"),
-    "diffusion.model_var_type": ("fixed_small", "fixed_large", "learned_range"),
-    "diffusion.loss_type": ("mse", "hybrid"),
-    "diffusion.model_mean_type": ("eps", "v"),
+    # the lists the modules that implement each choice define
+    "diffusion.noise_schedule": SCHEDULES,
+    "diffusion.model_var_type": VAR_TYPES,
+    "diffusion.loss_type": LOSS_TYPES,
+    "diffusion.model_mean_type": MEAN_TYPES,
     "data.dataset": ("digits", "shapesworld"),
     "data.mask_kinds": ("box", "freeform"),
-    "model.tokenizer": ("shapesworld", "glide-bpe"),
-    "clip.tokenizer": ("shapesworld", "clip-bpe"),
+    "model.tokenizer": (*WORD_VOCABULARIES, "glide-bpe"),
+    "clip.tokenizer": (*WORD_VOCABULARIES, "clip-bpe"),
     "clip.input_norm": ("none", "clip"),
     "clip.part": ("both", "image", "text"),
     "train.precision": ("auto", "fp32", "bf16", "fp16"),

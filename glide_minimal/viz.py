@@ -9,6 +9,7 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Rectangle
 
 from .models import build_model
 from .models.layers import AttentionBlock, Downsample, ResBlock, Upsample
+from .speed import RELEASE_UPSAMPLE_STEPS, RELEASE_UPSAMPLE_TEMPERATURE
 
 
 def image_grid(images: torch.Tensor, nrow: int = 8, pad: int = 1, pad_value: float = 1.0) -> np.ndarray:
@@ -195,7 +196,7 @@ def _draw_boxes(ax, boxes: dict, width: float = 2.4, height: float = 1.0) -> Non
 
 
 def cascade_diagram(base_cfg, upsample_cfg, *, base_steps: int | str = 25, guidance_scale: float = 3.0,
-                    upsample_steps: str = "fast27", aug_level: int | None = None, ax=None):
+                    upsample_steps: str = RELEASE_UPSAMPLE_STEPS, aug_level: int | None = None, ax=None):
     """GLIDE's two-stage cascade with these configs' sizes: caption -> base (guided) -> low-res image ->
     bilinear upsample (+ noise augmentation) -> concatenated to x_t of the upsampler -> high-res image.
     For inpainting configs (model.inpaint) the known image times the mask and the mask join both stages' inputs."""
@@ -216,7 +217,8 @@ def cascade_diagram(base_cfg, upsample_cfg, *, base_steps: int | str = 25, guida
         "up": (10.6, 2.6, f"upsampler U-Net, {u.image_size} px\n{params(upsample_cfg):.2f} M parameters\n"
                           f"{up_in} input channels:\n"
                           + ("x_t, image*mask,\nmask, low-res" if u.inpaint else "x_t, low-res"), "#cfe3f7"),
-        "out": (13.8, 2.6, f"{u.image_size} px image\n{upsample_steps}, temperature 0.997,\nno guidance", "#eeeeee"),
+        "out": (13.8, 2.6, f"{u.image_size} px image\n{upsample_steps}, temperature "
+                           f"{RELEASE_UPSAMPLE_TEMPERATURE:g},\nno guidance", "#eeeeee"),
     }
     _draw_boxes(ax, boxes, width=2.8, height=1.4)
 
