@@ -301,6 +301,8 @@ def test_class_pipeline_checks_sampling_arguments_before_loading_its_classifier(
     no_model(digits)
     with pytest.raises(ValueError, match="unknown sampler 'plms'"):
         digits([1], method="classifier", sampler="plms")  # no classifier is registered: loading it would fail
+    with pytest.raises(ValueError, match=r"sampler='dpm\+\+2m' cannot follow a guidance gradient"):
+        digits([1], method="classifier", sampler="dpm++2m")
 
 
 # -- the command line --------------------------------------------------------------------------------------
