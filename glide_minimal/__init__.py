@@ -7,12 +7,13 @@ from .diffusion import GaussianDiffusion
 from .evaluators import load_evaluator
 from .models import UNet, build_model
 from .pipelines import ClassPipeline, DiffusionPipeline, InpaintPipeline, TextPipeline, UpsamplePipeline, load_pipeline
+from .tier import Tier, tier
 from .train import Trainer, TrainingDiverged
 
 __version__ = "0.1.0"
 
 __all__ = ["CheckpointError", "ClassPipeline", "Config", "DiffusionPipeline", "GaussianDiffusion", "InpaintPipeline",
-           "TextPipeline", "Trainer", "TrainingDiverged", "UNet", "UpsamplePipeline", "available_configs",
+           "TextPipeline", "Tier", "Trainer", "TrainingDiverged", "UNet", "UpsamplePipeline", "available_configs",
            "build_model", "diffusion", "evaluators", "load_config", "load_digits", "load_evaluator", "load_photo",
            "load_pipeline", "load_shapesworld", "masks", "metrics", "models", "pipelines", "pretrained", "shapesworld",
-           "speed", "viz", "vocabulary"]
+           "speed", "tier", "viz", "vocabulary"]

@@ -7,7 +7,10 @@ and `load_evaluator` for the shipped ones.
 - ShapesWorld (chapters 4-7): ShapesClassifier reads the shape, color, size and position of a
   one-object render; ShapesEvaluator scores captions attribute by attribute.
 
-Images passed to an evaluator are in [0, 1] (what pipelines return).
+Images passed to an evaluator are in [0, 1] (what pipelines return), at the evaluator's size or any multiple
+of it: larger images are area-averaged down to it first (`native`), so the 16 px judges also read the GPU
+tier's 32 px samples and the 64 px judge its 128 px ones. For ShapesWorld the area average of a render is
+exactly the smaller render, so the judge sees what it was trained on.
 """
 from __future__ import annotations
 
@@ -19,14 +22,26 @@ from torch import nn
 
 from .checkpoint import CheckpointError, load_state_dict_into
 from .datasets import load_digits
+from .masks import area_downsample
 from .metrics import class_entropy, frechet_distance, kernel_distance, mean_pairwise_distance, precision_recall
 from .pretrained import load_weights
 from .shapesworld import ShapeObject, all_combinations, grid_center, parse_caption, render
 from .vocabulary import COLOR_NAMES, POSITIONS, SHAPES, SIZE_NAMES
 
 __all__ = ["ATTRIBUTES", "MAX_CLASS_ENTROPY", "DigitClassifier", "DigitEvaluator", "ShapesClassifier",
-           "ShapesEvaluator", "load_evaluator", "shapes_training_set", "train_digit_evaluator",
+           "ShapesEvaluator", "load_evaluator", "native", "shapes_training_set", "train_digit_evaluator",
            "train_shapes_evaluator"]
+
+
+def native(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Images [N, C, S, S] at an evaluator's size `size`: area-averaged down when S is a multiple of it."""
+    side = images.shape[-1]
+    if images.ndim == 4 and side > size and side % size == 0 and images.shape[-2] == side:
+        return area_downsample(images, size)
+    if images.ndim == 4 and side != size and images.shape[-2] == side:
+        raise ValueError(f"the evaluator reads {size} px images (or a multiple of {size} px, area-averaged down to "
+                         f"it), got {side} px")
+    return images  # the classifier names any other wrong shape
 
 
 # -- digits (chapters 1-3) --------------------------------------------------------------------------------
@@ -90,19 +105,27 @@ def train_digit_evaluator(image_size: int = 16, steps: int = 1500, batch_size: i
     return model, acc
 
 
-class DigitEvaluator:
-    """The judge used throughout the book. Wraps a trained DigitClassifier (in eval mode, no grad)."""
+class Judge:
+    """What the judges share: a trained classifier (eval mode, no grad; its `image_size` is the size it reads)
+    and its features of images at that size or a multiple of it."""
 
-    def __init__(self, classifier: DigitClassifier):
+    def __init__(self, classifier: nn.Module):
         self.classifier = classifier.eval().requires_grad_(False)
 
-    @torch.no_grad()
-    def probs(self, images: torch.Tensor) -> torch.Tensor:
-        return self.classifier(images.float()).softmax(-1)
+    def _native(self, images: torch.Tensor) -> torch.Tensor:
+        return native(images.float(), self.classifier.image_size)
 
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        return self.classifier.features(images.float())
+        return self.classifier.features(self._native(images))
+
+
+class DigitEvaluator(Judge):
+    """The judge used throughout the book. Wraps a trained DigitClassifier."""
+
+    @torch.no_grad()
+    def probs(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self._native(images)).softmax(-1)
 
     def accuracy(self, images: torch.Tensor, labels: torch.Tensor | list[int]) -> float:
         """Fraction of images the evaluator labels as the requested class."""
@@ -215,23 +238,19 @@ def train_shapes_evaluator(image_size: int = 16, steps: int = 1500, batch_size: 
     return model, acc
 
 
-class ShapesEvaluator:
+class ShapesEvaluator(Judge):
     """The independent ShapesWorld judge: reads each attribute of a one-object image (never used for guidance)."""
 
     def __init__(self, classifier: ShapesClassifier):
-        self.classifier = classifier.eval().requires_grad_(False)
+        super().__init__(classifier)
         self.classes = _attribute_classes()
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> list[dict[str, str]]:
         """For each image [N, 3, S, S] in [0, 1]: {"shape": "circle", "color": "red", "size": ..., "position": ...}."""
-        logits = self.classifier(images.float())
+        logits = self.classifier(self._native(images))
         idx = {a: logits[a].argmax(-1).tolist() for a in ATTRIBUTES}
         return [{a: self.classes[a][idx[a][i]] for a in ATTRIBUTES} for i in range(len(images))]
-
-    @torch.no_grad()
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        return self.classifier.features(images.float())
 
     def caption_accuracy(self, images: torch.Tensor, captions: list[str]) -> dict[str, float]:
         """Fraction of images whose every captioned attribute the evaluator reads back ("caption"), and per attribute.

@@ -24,10 +24,11 @@ from .models import build_model
 
 __all__ = ["CHECKOUT_DATA", "PACKAGE_DATA", "Location", "available", "cache_dir", "checkpoint_dir", "companions",
            "entry", "load_model", "load_weights", "locate", "locations", "looked_in", "manifest",
-           "publish", "search_path", "sha256_file", "user_checkpoints", "verified_path"]
+           "publish", "publish_run", "search_path", "sha256_file", "smoke_run", "user_checkpoints", "verified_path"]
 
 ENV_CHECKPOINTS = "GLIDE_MINIMAL_CHECKPOINTS"
 ENV_CACHE = "GLIDE_MINIMAL_CACHE"
+ENV_SMOKE = "GLIDE_MINIMAL_SMOKE"
 _PACKAGE = Path(__file__).resolve().parent
 # 3. what setup.py's build_py copies into a wheel (absent in a source checkout and an editable install)
 PACKAGE_DATA = _PACKAGE / "_data" / "checkpoints"
@@ -52,9 +53,15 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "glide-minimal"
 
 
+def smoke_run() -> bool:
+    """$GLIDE_MINIMAL_SMOKE set (and not "0"): the book's smoke mode (glide_minimal/tier.py)."""
+    return os.environ.get(ENV_SMOKE, "") not in ("", "0")
+
+
 def user_checkpoints() -> Path:
-    """The checkpoint folder of the user cache (its own MANIFEST.json); GPU-tier models are published here."""
-    return cache_dir() / "checkpoints"
+    """The checkpoint folder of the user cache (its own MANIFEST.json); GPU-tier models are published here.
+    A smoke run has a folder of its own, so its seconds-trained models never stand in for real ones."""
+    return cache_dir() / ("smoke-checkpoints" if smoke_run() else "checkpoints")
 
 
 def _is_checkout(folder: Path) -> bool:
@@ -231,6 +238,29 @@ def publish(name: str, state_dict: dict[str, torch.Tensor], config: dict, *, rec
     payload = json.dumps({"checkpoints": dict(sorted(entries.items()))}, indent=2) + "\n"
     atomic_write_bytes(root / "MANIFEST.json", payload.encode())
     return path
+
+
+def publish_run(run: Path, name: str, command: str, *, root: Path | None = None,
+                companions: dict[str, str] | None = None, wall_time_s: float | None = None,
+                threads: int | None = None) -> Path:
+    """Publish a training run's EMA weights (fp16) as checkpoint `name`, recording how it was made: `command`,
+    steps, seed, training wall time (the run's own, summed over resumed segments), threads, the last logged
+    losses, and for a fine-tuned run (train.init_from) the checkpoint it started from with its sha256."""
+    run = Path(run)
+    tensors, meta = load_tensors(run / "checkpoint.safetensors")
+    ema = {k[len("ema/"):]: v for k, v in tensors.items() if k.startswith("ema/")}
+    rows = [json.loads(r) for r in (run / "log.jsonl").read_text().splitlines() if r.strip()]
+    cfg, last = meta["config"], rows[-1]
+    wall = wall_time_s or meta.get("wall_time_s") or last["step"] * cfg["train"]["batch_size"] / last["images_per_s"]
+    record = {"command": command, "train_config": cfg["name"], "steps": meta["step"], "seed": cfg["train"]["seed"],
+              "wall_time_s": round(wall, 1), **({"threads": threads} if threads else {}),
+              "metrics": {k: last[k] for k in ("loss", "mse", "vb", "accuracy") if k in last}}
+    source = cfg["train"].get("init_from")
+    if source:  # a fine-tuned model: what it started from, as it was when this one was published
+        entries = manifest()
+        record["init_from"] = source
+        record["init_from_sha256"] = entries[source]["sha256"] if source in entries else sha256_file(source)
+    return publish(name, ema, cfg, record=record, dtype=torch.float16, root=root, companions=companions)
 
 
 def load_model(name: str, device: str | torch.device = "cpu"):

@@ -32,7 +32,7 @@ from .checkpoint import (
     remove_stale_temp_files,
     save_tensors,
 )
-from .checks import check_device, default_device
+from .checks import check_device, check_finite_range, default_device
 from .conditioning import training_batch
 from .config import Config, low_res_size, validate
 from .datasets import load_dataset
@@ -326,11 +326,15 @@ class Trainer:
         dist.all_reduce(flag, op=dist.ReduceOp.MIN)
         return bool(flag.item())
 
-    def run(self, max_steps: int | None = None) -> dict:
+    def run(self, max_steps: int | None = None, time_budget_s: float | None = None) -> dict:
         """Train until max_steps (default train.max_steps); checkpoint every train.ckpt_every and at the end.
 
         max_steps may be raised beyond the config's to continue a run, never set below the step already reached.
+        time_budget_s: also stop (with a checkpoint) after the first step that ends this many seconds after the
+        call; a later run(resume) continues from there. The result's "stopped" says which limit ended it.
         """
+        if time_budget_s is not None:
+            check_finite_range("time_budget_s", time_budget_s, 0, lo_open=True)
         source = "train.max_steps" if max_steps is None else "max_steps"
         max_steps = self.cfg.train.max_steps if max_steps is None else max_steps
         if isinstance(max_steps, bool) or not isinstance(max_steps, numbers.Integral):
@@ -344,21 +348,25 @@ class Trainer:
         start_step, start, wall_before = self.step, time.perf_counter(), self.wall_time_s
         bar = tqdm(total=max_steps, initial=self.step, disable=not self.progress or self.rank != 0, desc="train")
         last = {}
-        while self.step < max_steps:
+        out_of_time = False
+        while self.step < max_steps and not out_of_time:
             last = self.train_step()
             self.wall_time_s = wall_before + time.perf_counter() - start
             bar.update(1)
-            if self.step % tcfg.log_every == 0 or self.step == max_steps:
+            if time_budget_s is not None:  # every rank stops at the same step
+                out_of_time = not self._agree(time.perf_counter() - start < time_budget_s)
+            if self.step % tcfg.log_every == 0 or self.step == max_steps or out_of_time:
                 elapsed = time.perf_counter() - start
                 last["images_per_s"] = round((self.step - start_step) * tcfg.batch_size / max(elapsed, 1e-9), 1)
                 last["wall_time_s"] = round(self.wall_time_s, 1)
                 bar.set_postfix(loss=f"{last['loss']:.4f}")
                 self._log(last)
-            if self.step % tcfg.ckpt_every == 0 or self.step == max_steps:
+            if self.step % tcfg.ckpt_every == 0 or self.step == max_steps or out_of_time:
                 self.save()
         bar.close()
         wall = time.perf_counter() - start
-        return {**last, "steps_run": self.step - start_step, "run_time_s": round(wall, 1)}
+        return {**last, "steps_run": self.step - start_step, "run_time_s": round(wall, 1),
+                "stopped": "time budget" if out_of_time and self.step < max_steps else "max_steps"}
 
     # -- checkpoints -------------------------------------------------------------------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:

@@ -44,6 +44,8 @@ def test_evaluator_quality_reports_every_measure():
 class ReadsTheClass(nn.Module):
     """A stand-in digit network: an 8 px image of brightness about k / 9 is class k; features: 4 pixels."""
 
+    image_size = 8
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         k = images.mean((1, 2, 3)) * 9
         return -100 * (k[:, None] - torch.arange(10)) ** 2
@@ -83,7 +85,9 @@ def test_shapes_evaluator_scores_captions_and_names_bad_input():
     with pytest.raises(ValueError, match="not a ShapesWorld phrase"):
         judge.caption_accuracy(images[:1], ["a blue thing"])
     with pytest.raises(ValueError, match=r"takes \[N, 3, 16, 16\]"):
-        judge.predict(torch.rand(1, 3, 64, 64))
+        judge.predict(torch.rand(1, 1, 16, 16))
+    with pytest.raises(ValueError, match=r"reads 16 px images \(or a multiple of 16 px.*got 40 px"):
+        judge.predict(torch.rand(1, 3, 40, 40))
     assert len(labels["position"]) == len(images) == 432
 
 

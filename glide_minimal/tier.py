@@ -1,0 +1,164 @@
+"""One switch for the book's two tiers: GLIDE_MINIMAL_TIER = cpu | gpu (default: gpu when CUDA is available).
+
+The same notebooks run on a laptop CPU with the small shipped models (tier "cpu") or on one GPU with larger
+ones (tier "gpu": the `<name>-gpu` config of each model). Every chapter's setup cell calls `gm.tier()`; the
+Tier it returns is the chapter's only source of a device, a config or a checkpoint name.
+
+A GPU-tier model comes from the store (pretrained.py: the shipped registry, or the user cache
+$GLIDE_MINIMAL_CACHE / ~/.cache/glide-minimal, with the same MANIFEST and sha256 rules). If it is in neither,
+`Tier.checkpoint` trains it right there with its config's recipe, for at most $GLIDE_MINIMAL_GPU_MINUTES
+minutes, resuming an interrupted run, and publishes it into the user cache, where later chapters and re-runs
+find it. A cached model whose recipe is not its config's is refused.
+
+Smoke mode ($GLIDE_MINIMAL_SMOKE=1 with the gpu tier) runs the GPU branch on a CPU in seconds: the GPU-tier
+configs keep their image sizes and layout but shrink to a few channels and a few training steps (SMOKE), and
+are cached apart from real models. Only quality claims relax: `Tier.claim` reports them instead of asserting.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import pretrained
+from .checkpoint import CheckpointError
+from .checks import check_finite_range
+from .config import Config, available_configs, load_config
+from .pipelines import load_pipeline
+from .pipelines.loading import INPAINT_GROUPS
+from .train import Trainer, recipe_differences
+
+ENV_TIER = "GLIDE_MINIMAL_TIER"
+ENV_MINUTES = "GLIDE_MINIMAL_GPU_MINUTES"
+TIERS = ("cpu", "gpu")
+# Training minutes per GPU-tier model a chapter has to train itself. The book's GPU tier trains 12 models, so
+# the defaults keep a whole run on one H100-class GPU near an hour of training plus execution.
+DEFAULT_GPU_MINUTES = 4.0
+# Smoke mode: every GPU-tier config shrunk to a few steps of a few channels (sizes and layout kept). Keys a
+# config does not use (a CLIP's model.*, a U-Net's clip.*) are inert.
+SMOKE: dict[str, Any] = {
+    "model.model_channels": 16, "model.num_head_channels": 16, "model.text_width": 32, "model.text_layers": 1,
+    "model.text_heads": 2, "clip.width": 32, "clip.layers": 1, "clip.heads": 2, "clip.text_width": 32,
+    "clip.text_layers": 1, "clip.text_heads": 2, "clip.embed_dim": 16, "data.num_scenes": 64,
+    "train.batch_size": 8, "train.max_steps": 4, "train.warmup_steps": 1, "train.log_every": 2,
+    "train.ckpt_every": 2}
+
+
+@dataclass(frozen=True)
+class Tier:
+    """Where and at what size a chapter runs: `name` (cpu | gpu), `device`, `smoke`, and `minutes`, the
+    training budget of each GPU-tier model that has to be trained on the spot."""
+
+    name: str
+    device: torch.device
+    smoke: bool = False
+    minutes: float = DEFAULT_GPU_MINUTES
+
+    def __str__(self) -> str:
+        text = f"device={self.device.type}  tier={self.name}"
+        if self.smoke:
+            text += "  SMOKE RUN: seconds-trained stand-ins for the GPU-tier models; quality claims are not checked"
+        return text
+
+    def config_name(self, name: str) -> str:
+        """The config of model `name` on this tier: `name` on the CPU tier, `name`-gpu on the GPU tier."""
+        if self.name == "cpu" or name.endswith("-gpu"):
+            return name
+        gpu = f"{name}-gpu"
+        if gpu not in available_configs():
+            raise KeyError(f"{name!r} has no GPU-tier config {gpu!r}; GPU-tier configs: "
+                           f"{', '.join(c for c in available_configs() if c.endswith('-gpu'))}")
+        return gpu
+
+    def config(self, name: str, overrides: dict[str, Any] | None = None) -> Config:
+        """The Config of model `name` on this tier (shrunk in a smoke run), with `overrides` on top."""
+        return load_config(self.config_name(name), {**(SMOKE if self.smoke else {}), **(overrides or {})})
+
+    def checkpoint(self, name: str) -> str:
+        """The checkpoint name of model `name` on this tier, made to exist: found in the store (a cached one
+        must match its config's recipe), else trained here within the budget and published to the user cache."""
+        if name in INPAINT_GROUPS:  # an alias: the group is its text model's
+            self.checkpoint(INPAINT_GROUPS[self.alias(name)])
+            return self.alias(name)
+        ckpt = self.config_name(name)
+        if self.name == "cpu":
+            return ckpt  # shipped; a missing one is a KeyError that names every place looked in when loaded
+        cfg = self.config(ckpt)
+        if ckpt in pretrained.available():
+            _, saved = pretrained.load_weights(ckpt)
+            differences = recipe_differences(saved, cfg)
+            if differences:
+                where, _ = pretrained.locate(ckpt)
+                raise CheckpointError(f"the checkpoint {ckpt!r} in {where.path} was trained from another config "
+                                      f"than {ckpt!r} ({'; '.join(differences[:4])}): remove it from that "
+                                      "folder's MANIFEST.json to train it again, or set another GLIDE_MINIMAL_CACHE")
+            return ckpt
+        self.train(ckpt, cfg)
+        return ckpt
+
+    def alias(self, name: str) -> str:
+        return name if self.name == "cpu" or name.endswith("-gpu") else f"{name}-gpu"
+
+    def train(self, name: str, cfg: Config) -> Path:
+        """Train `cfg` for at most `minutes` (resuming an interrupted run) and publish it as `name` into the
+        user cache, with the GPU-tier versions of its CPU model's companions."""
+        if cfg.train.init_from:  # a fine-tuned model starts from its source: that one first
+            self.checkpoint(cfg.train.init_from)
+        run = pretrained.cache_dir() / ("smoke-runs" if self.smoke else "runs") / name
+        trainer = Trainer(cfg, run, device=str(self.device), resume=True, progress=not self.smoke)
+        budget = self.minutes * 60 - trainer.wall_time_s
+        print(f"{name}: not in the store; training it here"
+              + (f", {budget / 60:.1f} minutes at most" if budget > 0 else "")
+              + (f", resuming {run} at step {trainer.step}" if trainer.resumed_from else f", into {run}"))
+        if budget > 0 and trainer.step < cfg.train.max_steps:
+            trainer.run(time_budget_s=None if self.smoke else budget)
+        cpu_name = name.removesuffix("-gpu")
+        cpu_companions = pretrained.companions(cpu_name) if cpu_name in pretrained.available() else {}
+        companions = {role: self.config_name(other) for role, other in cpu_companions.items()
+                      if f"{other}-gpu" in available_configs()}
+        command = (f"GLIDE_MINIMAL_TIER=gpu GLIDE_MINIMAL_GPU_MINUTES={self.minutes:g} "
+                   + ("GLIDE_MINIMAL_SMOKE=1 " if self.smoke else "") + f"gm.tier().checkpoint({cpu_name!r})")
+        return pretrained.publish_run(run, name, command, root=pretrained.user_checkpoints(),
+                                      companions=companions)
+
+    def load_pipeline(self, name: str):
+        """gm.load_pipeline of model `name` on this tier, on this tier's device; a companion (upsampler, CLIP,
+        classifier, inpainting stage) is made to exist when first used."""
+        return load_pipeline(self.checkpoint(name), self.device, resolve=self.checkpoint)
+
+    def load_model(self, name: str) -> tuple[torch.nn.Module, Config]:
+        """(model in eval mode on this tier's device, Config) of model `name` on this tier."""
+        return pretrained.load_model(self.checkpoint(name), self.device)
+
+    def claim(self, holds: bool, claim: str) -> None:
+        """A chapter's quality claim: asserted, except in a smoke run, whose stand-in models cannot make it."""
+        if self.smoke:
+            print(f"smoke run, not checked: {claim} ({'holds' if holds else 'does not hold'} here)")
+        elif not holds:
+            raise AssertionError(claim)
+
+
+def tier() -> Tier:
+    """The tier this process runs: $GLIDE_MINIMAL_TIER (cpu | gpu; default gpu when CUDA is available),
+    $GLIDE_MINIMAL_SMOKE and $GLIDE_MINIMAL_GPU_MINUTES, checked."""
+    cuda = torch.cuda.is_available()
+    name = os.environ.get(ENV_TIER) or ("gpu" if cuda else "cpu")
+    if name not in TIERS:
+        raise ValueError(f"{ENV_TIER}={name!r} is not a tier; choose one of: {', '.join(TIERS)}")
+    smoke = pretrained.smoke_run()
+    if smoke and name != "gpu":
+        raise ValueError(f"{pretrained.ENV_SMOKE} runs the GPU tier's branch on a CPU; set {ENV_TIER}=gpu with it, "
+                         f"or unset {pretrained.ENV_SMOKE}")
+    if name == "gpu" and not cuda and not smoke:
+        raise RuntimeError(f"{ENV_TIER}=gpu needs a CUDA GPU, and torch sees none here. To run the GPU tier's code "
+                           f"on this CPU in seconds (tiny stand-in models, quality claims not checked): "
+                           f"{ENV_TIER}=gpu {pretrained.ENV_SMOKE}=1; for the CPU tier: {ENV_TIER}=cpu")
+    raw = os.environ.get(ENV_MINUTES) or DEFAULT_GPU_MINUTES
+    try:
+        minutes = check_finite_range(ENV_MINUTES, float(raw), 0, lo_open=True)
+    except ValueError:
+        raise ValueError(f"{ENV_MINUTES} must be a number of minutes > 0, got {raw!r}") from None
+    return Tier(name, torch.device("cuda" if cuda else "cpu"), smoke, minutes)
