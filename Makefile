@@ -1,6 +1,7 @@
 # glide-minimal: the README's commands.
 #   make book    build the book into _build/html (warnings are errors)
-#   make test    lint, unit tests, strict nbval on every chapter notebook, the book build, the browser check
+#   make test    lint, unit tests, strict nbval on every chapter notebook, the GPU branch in smoke mode, the
+#                book build, the browser check
 # Everything runs inside .venv (created and kept in sync with requirements-ci.txt by `make venv`).
 
 SHELL := /bin/bash
@@ -26,12 +27,12 @@ UNIT_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
 BOOK_BUILD := $(BIN)/jupyter-book build . -W -n --keep-going
 
-.PHONY: help venv book test test-unit test-notebooks test-book test-pages lint clean chromium vendor diagrams
+.PHONY: help venv book test test-unit test-notebooks test-smoke test-book test-pages lint clean chromium vendor diagrams
 
 help:
 	@echo "make venv       create .venv and install requirements-ci.txt + this package (--no-deps)"
 	@echo "make book       build the book into $(HTML_DIR)"
-	@echo "make test       lint, unit tests, nbval on book/*.ipynb, book build, browser check"
+	@echo "make test       lint, unit tests, nbval on book/*.ipynb, GPU branch in smoke mode, book build, browser check"
 	@echo "make wheel-check build the wheel, install it (no -e) into a fresh venv, run the README quick start"
 	@echo "make lint       ruff check (pyproject.toml's settings)"
 	@echo "make chromium   install Debian's chromium for the browser check (root)"
@@ -65,7 +66,7 @@ test: venv
 	@start=$$(date +%s); \
 	stage() { local t0=$$(date +%s); echo "== $$1"; $(MAKE) --no-print-directory $$1; \
 	          echo "== $$1 done in $$(( $$(date +%s) - t0 )) s"; }; \
-	stage lint; stage test-unit; stage test-notebooks; stage test-book; stage test-pages; \
+	stage lint; stage test-unit; stage test-notebooks; stage test-smoke; stage test-book; stage test-pages; \
 	echo "== make test passed in $$(( $$(date +%s) - start )) s"
 
 test-unit: venv
@@ -91,6 +92,12 @@ endif
 
 # A fresh build: Sphinx only reports warnings for pages it re-reads, so an incremental build could
 # hide one, and stale pages of a removed chapter would be browser-checked.
+# The GPU branch of the chapters, on CPU in smoke mode (README "Running on a GPU"): each chapter runs top to
+# bottom on seconds-trained stand-ins of its GPU-tier models, in a scratch copy with a fresh cache.
+SMOKE_CHAPTERS ?= 1 2 3
+test-smoke: venv
+	$(BIN)/python scripts/run_book.py --smoke $(SMOKE_CHAPTERS)
+
 test-book: venv
 	rm -rf $(BUILD_DIR)
 	$(BOOK_BUILD)

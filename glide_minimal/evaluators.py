@@ -24,13 +24,13 @@ from .checkpoint import CheckpointError, load_state_dict_into
 from .datasets import load_digits
 from .masks import area_downsample
 from .metrics import class_entropy, frechet_distance, kernel_distance, mean_pairwise_distance, precision_recall
-from .pretrained import load_weights
+from .pretrained import available, load_weights
 from .shapesworld import ShapeObject, all_combinations, grid_center, parse_caption, render
 from .vocabulary import COLOR_NAMES, POSITIONS, SHAPES, SIZE_NAMES
 
 __all__ = ["ATTRIBUTES", "MAX_CLASS_ENTROPY", "DigitClassifier", "DigitEvaluator", "ShapesClassifier",
-           "ShapesEvaluator", "load_evaluator", "native", "shapes_training_set", "train_digit_evaluator",
-           "train_shapes_evaluator"]
+           "ShapesEvaluator", "load_evaluator", "native", "shapes_evaluator", "shapes_training_set",
+           "train_digit_evaluator", "train_shapes_evaluator"]
 
 
 def native(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -113,7 +113,8 @@ class Judge:
         self.classifier = classifier.eval().requires_grad_(False)
 
     def _native(self, images: torch.Tensor) -> torch.Tensor:
-        return native(images.float(), self.classifier.image_size)
+        device = next(self.classifier.parameters(), torch.empty(0)).device  # samples may come from a GPU
+        return native(images.float().to(device), self.classifier.image_size)
 
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> torch.Tensor:
@@ -296,3 +297,14 @@ def load_evaluator(name: str = "digits-evaluator",
     model = network(config["image_size"])
     load_state_dict_into(model, weights, name)
     return judge(model.to(device))
+
+
+def shapes_evaluator(image_size: int, device: str | torch.device = "cpu") -> ShapesEvaluator:
+    """The ShapesWorld judge for images of `image_size` px: the shipped one of the largest size that divides it
+    (16 px for 16 and 32 px samples, 64 px for 64 and 128 px), which area-averages them to its own size."""
+    sizes = sorted((int(n.rsplit("-", 1)[1]) for n in available() if n.startswith("shapes-evaluator-")), reverse=True)
+    fits = [size for size in sizes if image_size % size == 0]
+    if not fits:
+        raise ValueError(f"no shipped ShapesWorld evaluator reads {image_size} px images; they read {sizes} px "
+                         "and their multiples")
+    return load_evaluator(f"shapes-evaluator-{fits[0]}", device)

@@ -16,7 +16,9 @@ are cached apart from real models. Only quality claims relax: `Tier.claim` repor
 """
 from __future__ import annotations
 
+import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,14 +35,18 @@ from .train import Trainer, recipe_differences
 
 ENV_TIER = "GLIDE_MINIMAL_TIER"
 ENV_MINUTES = "GLIDE_MINIMAL_GPU_MINUTES"
+# A JSON-lines file that claims and on-the-spot trainings are appended to (scripts/run_book.py reads it)
+ENV_REPORT = "GLIDE_MINIMAL_REPORT"
 TIERS = ("cpu", "gpu")
 # Training minutes per GPU-tier model a chapter has to train itself. The book's GPU tier trains 12 models, so
 # the defaults keep a whole run on one H100-class GPU near an hour of training plus execution.
 DEFAULT_GPU_MINUTES = 4.0
-# Smoke mode: every GPU-tier config shrunk to a few steps of a few channels (sizes and layout kept). Keys a
-# config does not use (a CLIP's model.*, a U-Net's clip.*) are inert.
+# Smoke mode: every GPU-tier config shrunk to a few steps of a few channels, one residual block per level and
+# attention only at 8 px (image sizes, levels and inputs kept). Keys a config does not use (a CLIP's model.*,
+# a U-Net's clip.*) are inert.
 SMOKE: dict[str, Any] = {
-    "model.model_channels": 16, "model.num_head_channels": 16, "model.text_width": 32, "model.text_layers": 1,
+    "model.model_channels": 16, "model.num_head_channels": 16, "model.num_res_blocks": 1,
+    "model.attention_resolutions": [8], "model.text_width": 32, "model.text_layers": 1,
     "model.text_heads": 2, "clip.width": 32, "clip.layers": 1, "clip.heads": 2, "clip.text_width": 32,
     "clip.text_layers": 1, "clip.text_heads": 2, "clip.embed_dim": 16, "data.num_scenes": 64,
     "train.batch_size": 8, "train.max_steps": 4, "train.warmup_steps": 1, "train.log_every": 2,
@@ -114,7 +120,8 @@ class Tier:
               + (f", {budget / 60:.1f} minutes at most" if budget > 0 else "")
               + (f", resuming {run} at step {trainer.step}" if trainer.resumed_from else f", into {run}"))
         if budget > 0 and trainer.step < cfg.train.max_steps:
-            trainer.run(time_budget_s=None if self.smoke else budget)
+            result = trainer.run(time_budget_s=None if self.smoke else budget)
+            report(trained=name, seconds=result["run_time_s"], steps=trainer.step, stopped=result["stopped"])
         cpu_name = name.removesuffix("-gpu")
         cpu_companions = pretrained.companions(cpu_name) if cpu_name in pretrained.available() else {}
         companions = {role: self.config_name(other) for role, other in cpu_companions.items()
@@ -133,12 +140,30 @@ class Tier:
         """(model in eval mode on this tier's device, Config) of model `name` on this tier."""
         return pretrained.load_model(self.checkpoint(name), self.device)
 
+    def pick(self, cpu, gpu, smoke=None):
+        """A chapter's workload by tier (steps, samples): `cpu`, `gpu`, or in a smoke run `smoke` (default `cpu`)."""
+        if self.smoke:
+            return cpu if smoke is None else smoke
+        return gpu if self.name == "gpu" else cpu
+
     def claim(self, holds: bool, claim: str) -> None:
         """A chapter's quality claim: asserted, except in a smoke run, whose stand-in models cannot make it."""
+        report(claim=claim, holds=bool(holds))
         if self.smoke:
             print(f"smoke run, not checked: {claim} ({'holds' if holds else 'does not hold'} here)")
         elif not holds:
             raise AssertionError(claim)
+
+
+def report(**row) -> None:
+    """Append `row` (with the peak GPU memory so far) to $GLIDE_MINIMAL_REPORT, if set."""
+    path = os.environ.get(ENV_REPORT)
+    if not path:
+        return
+    if torch.cuda.is_available():
+        row["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"time": round(time.time(), 1), **row}) + "\n")
 
 
 def tier() -> Tier:

@@ -181,3 +181,40 @@ def test_evaluators_read_multiples_of_their_size():
     digits = gm.load_evaluator("digits-evaluator")
     x32, y = gm.load_digits(32, "test")
     assert digits.accuracy(x32[:300], y[:300]) > 0.9
+
+
+def write_notebook(path, *cells: str) -> None:
+    nbformat = pytest.importorskip("nbformat")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    nbformat.write(nb, path)
+
+
+def test_run_book_executes_a_scratch_copy_and_reports_claims(tmp_path):
+    """scripts/run_book.py (make test-smoke, scripts/gpu_book.sh): the chapter's claims come back, the
+    notebook itself is not written, and a raising chapter fails the run."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    good, bad = tmp_path / "good.ipynb", tmp_path / "bad.ipynb"
+    write_notebook(good, "import glide_minimal as gm\nTIER = gm.tier()\nprint(TIER)",
+                   "TIER.claim(False, 'guidance helps')\nTIER.claim(True, 'loss falls')")
+    write_notebook(bad, "raise ValueError('broken chapter')")
+    before = good.read_bytes()
+    script = Path(__file__).resolve().parents[1] / "scripts" / "run_book.py"
+    run = subprocess.run([sys.executable, str(script), "--smoke", "--out", str(tmp_path / "out"), str(good), str(bad)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "1/2 held" not in run.stdout and "1/2" in run.stdout  # good: one of two claims held
+    assert "DOES NOT HOLD: guidance helps" in run.stdout and "holds: loss falls" in run.stdout
+    assert "FAILED: ValueError: broken chapter" in run.stdout
+    assert "1/2 chapters ran top to bottom" in run.stdout
+    assert good.read_bytes() == before and (tmp_path / "out" / "good.ipynb").exists()
+
+
+def test_each_tier_size_has_a_shapes_judge():
+    from glide_minimal.evaluators import shapes_evaluator
+
+    assert [shapes_evaluator(s).classifier.image_size for s in (16, 32, 64, 128)] == [16, 16, 64, 64]
+    with pytest.raises(ValueError, match="no shipped ShapesWorld evaluator reads 24 px"):
+        shapes_evaluator(24)
