@@ -78,25 +78,27 @@ test-unit: venv
 # on the machine then fails here, not on a reader's laptop or an ARM Mac. `make test NBVAL_CPU=` runs
 # the native path instead.
 NBVAL_CPU ?= ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=AVX2
-# One notebook at a time: each sets torch.set_num_threads(2), and two 2-thread kernels on 2 cores
-# slow each other down several-fold (OpenMP threads spin while they wait). -p no:cacheprovider
-# leaves no .pytest_cache.
+# $(JOBS) notebooks at a time (whole notebooks: --dist loadfile), each kernel with one thread
+# (GLIDE_MINIMAL_THREADS: gm.tier() applies it over the chapter's torch.set_num_threads(2); two 2-thread
+# kernels on 2 cores would slow each other several-fold, as OpenMP threads spin while they wait). Small
+# networks gain little from a second thread, so this takes about a quarter less time than one 2-thread
+# kernel after another. -p no:cacheprovider leaves no .pytest_cache.
 test-notebooks: venv
 ifeq ($(strip $(NOTEBOOKS)),)
 	@echo "no book/*.ipynb yet: nbval skipped"
 else
-	$(NBVAL_CPU) $(BIN)/python -m pytest --nbval --nbval-current-env book/ \
+	$(NBVAL_CPU) GLIDE_MINIMAL_THREADS=1 $(BIN)/python -m pytest --nbval --nbval-current-env book/ \
 		--nbval-sanitize-with tests/nbval_sanitize.cfg \
-		-p no:xdist -p no:cacheprovider
+		-n $(JOBS) --dist loadfile -p no:cacheprovider
 endif
 
 # A fresh build: Sphinx only reports warnings for pages it re-reads, so an incremental build could
 # hide one, and stale pages of a removed chapter would be browser-checked.
 # The GPU branch of the chapters, on CPU in smoke mode (README "Running on a GPU"): each chapter runs top to
-# bottom on seconds-trained stand-ins of its GPU-tier models, in a scratch copy with a fresh cache.
-SMOKE_CHAPTERS ?= 1 2 3
+# bottom on seconds-trained stand-ins of its GPU-tier models, in a scratch copy with a fresh cache; two
+# chapters at a time, one thread each.
 test-smoke: venv
-	$(BIN)/python scripts/run_book.py --smoke $(SMOKE_CHAPTERS)
+	$(BIN)/python scripts/run_book.py --smoke --jobs 2
 
 test-book: venv
 	rm -rf $(BUILD_DIR)

@@ -19,11 +19,17 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+try:
+    import fcntl
+except ImportError:  # Windows: no lock (run one chapter at a time there)
+    fcntl = None
 
 from . import pretrained
 from .checkpoint import CheckpointError
@@ -37,6 +43,8 @@ ENV_TIER = "GLIDE_MINIMAL_TIER"
 ENV_MINUTES = "GLIDE_MINIMAL_GPU_MINUTES"
 # A JSON-lines file that claims and on-the-spot trainings are appended to (scripts/run_book.py reads it)
 ENV_REPORT = "GLIDE_MINIMAL_REPORT"
+# When set, tier() sets torch's thread count to it, over the chapter's own (scripts/run_book.py --jobs)
+ENV_THREADS = "GLIDE_MINIMAL_THREADS"
 TIERS = ("cpu", "gpu")
 # Training minutes per GPU-tier model a chapter has to train itself. The book's GPU tier trains 12 models, so
 # the defaults keep a whole run on one H100-class GPU near an hour of training plus execution.
@@ -93,6 +101,10 @@ class Tier:
         if self.name == "cpu":
             return ckpt  # shipped; a missing one is a KeyError that names every place looked in when loaded
         cfg = self.config(ckpt)
+        with cache_lock():  # another process (a chapter run beside this one) may be training the same model
+            return self._find_or_train(ckpt, cfg)
+
+    def _find_or_train(self, ckpt: str, cfg: Config) -> str:
         if ckpt in pretrained.available():
             _, saved = pretrained.load_weights(ckpt)
             differences = recipe_differences(saved, cfg)
@@ -155,6 +167,34 @@ class Tier:
             raise AssertionError(claim)
 
 
+_held = 0  # how deeply this process holds the cache lock (a fine-tuned model trains its source inside it)
+
+
+@contextmanager
+def cache_lock():
+    """Hold the user cache's lock file while a model is looked up, trained and published, so that processes
+    sharing the cache train each model once and never interleave MANIFEST.json updates (POSIX; elsewhere
+    a no-op). Re-entrant within a process."""
+    global _held
+    if _held or fcntl is None:
+        _held += 1
+        try:
+            yield
+        finally:
+            _held -= 1
+        return
+    folder = pretrained.cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        _held += 1
+        try:
+            yield
+        finally:
+            _held -= 1
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def report(**row) -> None:
     """Append `row` (with the peak GPU memory so far) to $GLIDE_MINIMAL_REPORT, if set."""
     path = os.environ.get(ENV_REPORT)
@@ -168,7 +208,8 @@ def report(**row) -> None:
 
 def tier() -> Tier:
     """The tier this process runs: $GLIDE_MINIMAL_TIER (cpu | gpu; default gpu when CUDA is available),
-    $GLIDE_MINIMAL_SMOKE and $GLIDE_MINIMAL_GPU_MINUTES, checked."""
+    $GLIDE_MINIMAL_SMOKE and $GLIDE_MINIMAL_GPU_MINUTES, checked; $GLIDE_MINIMAL_THREADS, if set, becomes
+    torch's thread count."""
     cuda = torch.cuda.is_available()
     name = os.environ.get(ENV_TIER) or ("gpu" if cuda else "cpu")
     if name not in TIERS:
@@ -186,4 +227,7 @@ def tier() -> Tier:
         minutes = check_finite_range(ENV_MINUTES, float(raw), 0, lo_open=True)
     except ValueError:
         raise ValueError(f"{ENV_MINUTES} must be a number of minutes > 0, got {raw!r}") from None
+    threads = os.environ.get(ENV_THREADS)
+    if threads:
+        torch.set_num_threads(int(check_finite_range(ENV_THREADS, float(threads), 1)))
     return Tier(name, torch.device("cuda" if cuda else "cpu"), smoke, minutes)

@@ -1,7 +1,7 @@
 """Execute the book's chapters top to bottom on one tier, each in a scratch copy, and report on each.
 
 Usage: python scripts/run_book.py [--tier cpu|gpu] [--smoke] [--minutes M] [--cache DIR] [--timeout S]
-                                  [--out DIR] [CHAPTER ...]
+                                  [--out DIR] [--jobs N] [CHAPTER ...]
 CHAPTER: a notebook path or a chapter number (default: every book/*.ipynb). The committed notebooks are never
 written: each runs from a copy in --out (default a fresh temporary folder), where the executed copy stays.
 
@@ -9,7 +9,11 @@ For each chapter it prints the wall time, the time spent training models on the 
 memory and the chapter's claims as the chapter checked them (glide_minimal.tier: Tier.claim and Tier.train
 append to $GLIDE_MINIMAL_REPORT). Exit status 1 if any chapter raised.
 
-make test-smoke runs `--tier gpu --smoke` (the GPU branch on CPU, seconds-trained stand-ins, as CI does);
+--jobs N executes N chapters at a time, each kernel with one thread (smoke runs are mostly Python overhead,
+so two at a time on two cores take about half as long); a model two chapters both need may then be trained
+by each, and the MANIFEST keeps one of them.
+
+make test-smoke runs `--tier gpu --smoke --jobs 2` (the GPU branch on CPU, seconds-trained stand-ins, as CI does);
 scripts/gpu_book.sh runs `--tier gpu` on a GPU.
 """
 from __future__ import annotations
@@ -22,6 +26,7 @@ import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import nbformat
@@ -85,7 +90,10 @@ def main() -> int:
     parser.add_argument("--cache", help="GLIDE_MINIMAL_CACHE (default: yours; a smoke run uses a fresh one)")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
     parser.add_argument("--out", help="where the executed copies go (default: a new temporary folder)")
+    parser.add_argument("--jobs", type=int, default=1, help="chapters executed at a time (default 1)")
     args = parser.parse_args()
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1, got {args.jobs}")
     if args.minutes is not None and not args.minutes > 0:
         parser.error(f"--minutes must be > 0, got {args.minutes}")
     out = Path(args.out or tempfile.mkdtemp(prefix="glide-book-"))
@@ -106,10 +114,14 @@ def main() -> int:
             os.environ.pop(key, None)
     print(f"executing in {out} with " + " ".join(f"{k}={v}" for k, v in env.items() if v and k.startswith("GLIDE")))
     print(f"{'chapter':<32}{'wall s':>8}{'train s':>10}{'peak GiB':>10}{'claims':>9}  status", flush=True)
+    if args.jobs > 1:  # one thread per kernel: the chapters' own torch.set_num_threads is capped by this
+        os.environ["GLIDE_MINIMAL_THREADS"] = "1"
     results = []
-    for path in chapters(args.chapters):
-        results.append(run(path, out, args.timeout))
-        print(summary(results[-1]), flush=True)
+    with ProcessPoolExecutor(args.jobs) as pool:
+        futures = [pool.submit(run, path, out, args.timeout) for path in chapters(args.chapters)]
+        for future in futures:
+            results.append(future.result())
+            print(summary(results[-1]), flush=True)
     for r in results:
         for row in r["report"]:
             if "claim" in row:

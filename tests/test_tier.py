@@ -218,3 +218,20 @@ def test_each_tier_size_has_a_shapes_judge():
     assert [shapes_evaluator(s).classifier.image_size for s in (16, 32, 64, 128)] == [16, 16, 64, 64]
     with pytest.raises(ValueError, match="no shipped ShapesWorld evaluator reads 24 px"):
         shapes_evaluator(24)
+
+
+def test_cache_lock_is_reentrant_and_excludes_other_processes(tmp_path):
+    """A fine-tuned model trains its source while the lock is held; another process waits for it."""
+    import subprocess
+    import sys
+
+    from glide_minimal.tier import cache_lock
+
+    probe = ("import fcntl, sys; f = open(sys.argv[1], 'w')\n"
+             "try:\n    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB); print('free')\n"
+             "except BlockingIOError:\n    print('held')")
+    lock = pretrained.cache_dir() / ".lock"
+    with cache_lock(), cache_lock():
+        held = subprocess.run([sys.executable, "-c", probe, str(lock)], capture_output=True, text=True).stdout
+    free = subprocess.run([sys.executable, "-c", probe, str(lock)], capture_output=True, text=True).stdout
+    assert (held.strip(), free.strip()) == ("held", "free")
