@@ -169,8 +169,7 @@ def bench_released(scale: str = "full", batch: int = 1, base_steps: str = "100",
     low_res = torch.randn(batch, 3, s, s, generator=g).to(device)
     t_base, t_up = torch.full((2 * batch,), 500, device=device), torch.full((batch,), 500, device=device)
     both = pipe.tokens(prompts + [""] * batch)
-    cond = up.tokenizer.padded_tokens_and_mask(prompts)
-    cond = {"tokens": cond[0].to(device), "mask": cond[1].to(device)}
+    cond = up.tokens(prompts)
     rows = []
     for settings in (official_settings(base_steps, upsample_steps),
                      fast_settings(device, fast_base_steps, fast_upsample_steps, compile, fast_sampler)):

@@ -73,6 +73,14 @@ class DiffusionPipeline:
         self.model, self.cfg, self.device = model, cfg, torch.device(device)
         self._forward: Callable[..., torch.Tensor] = model
         self._diffusions: dict[str, GaussianDiffusion] = {}
+        self.tokenizer = None  # text-conditional pipelines set theirs
+
+    def tokens(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        """{"tokens": [N, text_ctx], "mask": [N, text_ctx]} of the prompts, on this pipeline's device."""
+        if self.tokenizer is None:
+            raise ValueError(f"{self.cfg.name!r} is not text-conditional: it takes no prompts")
+        tokens, mask = self.tokenizer.padded_tokens_and_mask(prompts)
+        return {"tokens": tokens.to(self.device), "mask": mask.to(self.device)}
 
     def optimize(self, settings: Settings) -> "DiffusionPipeline":
         """Run the network under `settings` (speed.Settings: autocast dtype, channels_last, torch.compile);

@@ -96,9 +96,7 @@ class InpaintPipeline:
         base = self.stage("inpaint" if method == "model" else "text")
         up = self.stage("upsample-inpaint" if method == "model" else "upsample")
         base.check_sampling(steps, sampler, eta, seed)
-        up.check_upsampling(upsample_steps, upsample_sampler, 0.0, upsample_temperature, aug_level, seed,
-                            prefix="upsample_")
-        up.check_base_size(base.cfg)
+        up.check_stage(base.cfg, upsample_steps, upsample_sampler, upsample_temperature, aug_level, seed)
         return base, up, seed
 
     def __call__(self, prompt, image: torch.Tensor, mask: torch.Tensor, *, method: str = "model",

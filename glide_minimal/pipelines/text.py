@@ -75,10 +75,6 @@ class TextPipeline(DiffusionPipeline):
                              "image per prompt (leave num_images out, or pass a single string)")
         return prompt
 
-    def tokens(self, prompts: list[str]) -> dict[str, torch.Tensor]:
-        tokens, mask = self.tokenizer.padded_tokens_and_mask(prompts)
-        return {"tokens": tokens.to(self.device), "mask": mask.to(self.device)}
-
     def check_guidance(self, guidance: str, guidance_scale: float) -> float:
         if not isinstance(guidance, str) or guidance not in self.GUIDANCE:
             raise ValueError(f"unknown guidance {guidance!r}; choose one of: {', '.join(self.GUIDANCE)}")
@@ -106,11 +102,8 @@ class TextPipeline(DiffusionPipeline):
         """The upsampler, after checking its settings: first what needs no model, then what needs its config."""
         UpsamplePipeline.check_settings(upsample_steps, upsample_sampler, upsample_temperature, aug_level,
                                         prefix="upsample_")
-        upsampler = self.upsampler
-        upsampler.check_upsampling(upsample_steps, upsample_sampler, 0.0, upsample_temperature, aug_level, seed,
-                                   prefix="upsample_")
-        upsampler.check_base_size(self.cfg)
-        return upsampler
+        return self.upsampler.check_stage(self.cfg, upsample_steps, upsample_sampler, upsample_temperature,
+                                          aug_level, seed)
 
     def __call__(self, prompt, num_images: int | None = None, *, guidance_scale: float = 3.0, guidance: str = "cfg",
                  steps: int | str | None = None, sampler: str = "ancestral", eta: float = 0.0, seed: int | None = 0,

@@ -73,6 +73,13 @@ class UpsamplePipeline(DiffusionPipeline):
             raise ValueError(f"the base model makes {b}x{b} images but the upsampler {self.cfg.name!r} takes {s}x{s} "
                              "low-res inputs: pair the base model with an upsampler trained on its size")
 
+    def check_stage(self, base_cfg: Config, steps, sampler, temperature, aug_level, seed: int) -> "UpsamplePipeline":
+        """Check this upsampler as the second stage of a cascade after a base model of `base_cfg`: its settings
+        (named upsample_* in errors, as the cascade's arguments are) and the sizes. Returns self."""
+        self.check_upsampling(steps, sampler, 0.0, temperature, aug_level, seed, prefix="upsample_")
+        self.check_base_size(base_cfg)
+        return self
+
     def augment(self, low_res: torch.Tensor, level: int, seed: int) -> torch.Tensor:
         """low_res [N, C, s, s] after `level` forward steps of the full chain (conditioning.augment_low_res),
         with noise from the seed's augmentation stream."""
@@ -95,8 +102,7 @@ class UpsamplePipeline(DiffusionPipeline):
         if self.tokenizer is not None:
             if prompts is None or isinstance(prompts, str) or len(prompts) != n:
                 raise ValueError(f"this upsampler is text-conditional: pass one prompt per low-res image ({n})")
-            tokens, mask = self.tokenizer.padded_tokens_and_mask(check_prompt(list(prompts)))
-            kwargs.update(tokens=tokens.to(self.device), mask=mask.to(self.device))
+            kwargs.update(self.tokens(check_prompt(list(prompts))))
         low_res = low_res.to(self.device, torch.float32)
         kwargs["low_res"] = self.augment(low_res, level, seed) if level > 0 else low_res
         if self.cfg.model.aug_level_embed:
