@@ -95,8 +95,9 @@ class Tier:
         """The checkpoint name of model `name` on this tier, made to exist: found in the store (a cached one
         must match its config's recipe), else trained here within the budget and published to the user cache."""
         if name in INPAINT_GROUPS:  # an alias: the group is its text model's
-            self.checkpoint(INPAINT_GROUPS[self.alias(name)])
-            return self.alias(name)
+            alias = name if self.name == "cpu" or name.endswith("-gpu") else f"{name}-gpu"
+            self.checkpoint(INPAINT_GROUPS[alias])
+            return alias
         ckpt = self.config_name(name)
         if self.name == "cpu":
             return ckpt  # shipped; a missing one is a KeyError that names every place looked in when loaded
@@ -106,19 +107,17 @@ class Tier:
 
     def _find_or_train(self, ckpt: str, cfg: Config) -> str:
         if ckpt in pretrained.available():
-            _, saved = pretrained.load_weights(ckpt)
+            # the entry's config JSON, not the weights: loading them (and their sha256) is the loader's work
+            where, entry = pretrained.locate(ckpt)
+            saved = json.loads((where.path / entry["config"]).read_text(encoding="utf-8"))
             differences = recipe_differences(saved, cfg)
             if differences:
-                where, _ = pretrained.locate(ckpt)
                 raise CheckpointError(f"the checkpoint {ckpt!r} in {where.path} was trained from another config "
                                       f"than {ckpt!r} ({'; '.join(differences[:4])}): remove it from that "
                                       "folder's MANIFEST.json to train it again, or set another GLIDE_MINIMAL_CACHE")
             return ckpt
         self.train(ckpt, cfg)
         return ckpt
-
-    def alias(self, name: str) -> str:
-        return name if self.name == "cpu" or name.endswith("-gpu") else f"{name}-gpu"
 
     def train(self, name: str, cfg: Config) -> Path:
         """Train `cfg` for at most `minutes` (resuming an interrupted run) and publish it as `name` into the
