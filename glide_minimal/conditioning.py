@@ -190,12 +190,25 @@ def training_batch(cfg: Config, images: torch.Tensor, cond: dict[str, torch.Tens
     images [N, C, H, W]; cond: the dataset's conditioning, {"labels": [N]} or {"tokens", "mask": [N, L]}, plus
     "low_res" [N, C, h, w] for a super-resolution model. s: data.crop_size, or H.
     """
-    device, side = images.device, images.shape[-1]
     examples = rank_slice(cfg.train.batch_size, rank, world)
     draws = draw_step(cfg, images.shape[1:], len(images), diffusion.num_timesteps, step).take(examples)
-    idx = draws.idx.to(device)
-    kwargs = {k: v[idx] for k, v in cond.items()}
-    x_start, low_res = images[idx], kwargs.pop("low_res", None)
+    idx = draws.idx.to(images.device)
+    return batch_inputs(cfg, images[idx], {k: v[idx] for k, v in cond.items()}, draws, diffusion, step, examples)
+
+
+def draw_indices(cfg: Config, num_images: int, step: int) -> torch.Tensor:
+    """The images [train.batch_size] step's global batch takes: draw_step's idx, without its other draws (a
+    streaming loader decodes exactly these files ahead of the step)."""
+    return torch.randint(num_images, (cfg.train.batch_size,), generator=step_generator(cfg.train.seed, step))
+
+
+def batch_inputs(cfg: Config, x_start: torch.Tensor, kwargs: dict[str, torch.Tensor], draws: StepDraws, diffusion,
+                 step: int, examples: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+    """x_start, t, noise and the model's keyword inputs of `examples` of step's global batch, given their images
+    x_start [n, C, H, W], their conditioning kwargs (as training_batch's cond, taken at the examples) and their
+    draws. Changes kwargs."""
+    device, side = x_start.device, x_start.shape[-1]
+    low_res = kwargs.pop("low_res", None)
     if cfg.data.crop_size:
         x_start, low_res = crop_pair(x_start, low_res, draws.corners, cfg.data.crop_size, super_res_factor(cfg))
     if cfg.task == "diffusion":  # a classifier or a CLIP takes the labels or captions as they are

@@ -77,7 +77,7 @@ class DiffusionConfig:
 
 @dataclass
 class DataConfig:
-    dataset: str = "digits"  # digits | shapesworld
+    dataset: str = "digits"  # digits | shapesworld | folder | webdataset (your own captioned images: imagetext.py)
     image_size: int = 16
     p_uncond: float = 0.0  # probability that a label / caption is replaced by the null one (classifier-free guidance)
     # ShapesWorld only:
@@ -96,6 +96,12 @@ class DataConfig:
     crop_size: int = 0
     # Inpainting models (model.inpaint): the random region to fill of each example, drawn from these kinds.
     mask_kinds: tuple[str, ...] = ("box", "freeform")
+    # Your own captioned images (dataset folder | webdataset), streamed from disk while the model trains:
+    # folder: a directory with metadata.jsonl (or metadata.csv) lines {"file_name", "text"};
+    # webdataset: tar shards, brace-expanded ("shards/{0000..0099}.tar"), local paths or URLs.
+    path: str = ""
+    num_workers: int = 2  # DataLoader worker processes that decode images (0: decode in the training process)
+    shuffle_buffer: int = 1000  # webdataset: samples mixed across shards before batching
 
 
 @dataclass
@@ -174,7 +180,7 @@ CHOICES = {
     "diffusion.model_var_type": VAR_TYPES,
     "diffusion.loss_type": LOSS_TYPES,
     "diffusion.model_mean_type": MEAN_TYPES,
-    "data.dataset": ("digits", "shapesworld"),
+    "data.dataset": ("digits", "shapesworld", "folder", "webdataset"),
     "data.mask_kinds": ("box", "freeform"),
     "model.tokenizer": (*WORD_VOCABULARIES, "glide-bpe"),
     "clip.tokenizer": (*WORD_VOCABULARIES, "clip-bpe"),
@@ -415,9 +421,22 @@ def _validate_data(cfg: Config) -> None:
     if data.p_uncond > 0 and m.num_classes == 0 and m.text_ctx == 0:
         raise ValueError("data.p_uncond > 0 needs a conditional model (model.num_classes > 0 or model.text_ctx > 0)")
     conditioned = (cfg.task == "clip") or m.text_ctx > 0
-    if (data.dataset == "shapesworld") != conditioned and cfg.task != "classifier":
-        raise ValueError(f"data.dataset {data.dataset!r} does not fit the model: ShapesWorld has captions "
-                         "(set model.text_ctx > 0, or task: clip); digits have class labels")
+    captioned = data.dataset != "digits"
+    if captioned != conditioned and cfg.task != "classifier":
+        raise ValueError(f"data.dataset {data.dataset!r} does not fit the model: ShapesWorld and your own folders "
+                         "and shards have captions (set model.text_ctx > 0, or task: clip); digits have class labels")
+    if data.dataset in ("folder", "webdataset"):
+        if cfg.task == "classifier":
+            raise ValueError(f"data.dataset {data.dataset!r} has captions, not class labels: a classifier trains on "
+                             "digits or shapesworld")
+        if not data.path:
+            where = ("the folder with metadata.jsonl" if data.dataset == "folder"
+                     else "the shards, e.g. 'shards/{0000..0099}.tar'")
+            raise ValueError(f"data.dataset {data.dataset!r} needs data.path: {where}")
+    if data.num_workers < 0:
+        raise ValueError(f"data.num_workers must be >= 0, got {data.num_workers}")
+    if data.shuffle_buffer < 1:
+        raise ValueError(f"data.shuffle_buffer must be >= 1, got {data.shuffle_buffer}")
     if data.max_objects not in (1, 2):
         raise ValueError(f"data.max_objects must be 1 or 2, got {data.max_objects}")
     network, size = ("clip", cfg.clip.image_size) if cfg.task == "clip" else ("model", m.image_size)

@@ -38,6 +38,7 @@ from .config import Config, low_res_size, validate
 from .datasets import load_dataset
 from .diffusion import GaussianDiffusion
 from .finetune import init_from_pretrained
+from .imagetext import STREAMED, StreamingData
 from .masks import area_downsample
 from .models import build_model
 from .models.clip import clip_loss_terms
@@ -152,7 +153,9 @@ class Trainer:
         self.ddp = self._parallelize()  # the module to call: DDP, the sharded model itself, or the plain model
         # Created after sharding: fully_shard replaces every parameter by its shard (a DTensor).
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-        self.images, self.cond = self._load_data()
+        # Your own folder or shards stream from disk (imagetext.py); the built-in datasets sit in memory.
+        self.stream = StreamingData(cfg, self.rank, self.world, self.device) if cfg.data.dataset in STREAMED else None
+        self.images, self.cond = (None, {}) if self.stream else self._load_data()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.step = 0
         self.wall_time_s = 0.0  # training time summed over every resumed segment
@@ -216,6 +219,8 @@ class Trainer:
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
         """This rank's slice of step's global batch: x_start, t, noise, model_kwargs (conditioning.training_batch)."""
+        if self.stream:
+            return self.stream.batch(step, self.diffusion)
         return training_batch(self.cfg, self.images, self.cond, self.diffusion, step, self.rank, self.world)
 
     def loss_terms(self, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, kwargs: dict) -> dict:
@@ -359,6 +364,8 @@ class Trainer:
                 elapsed = time.perf_counter() - start
                 last["images_per_s"] = round((self.step - start_step) * tcfg.batch_size / max(elapsed, 1e-9), 1)
                 last["wall_time_s"] = round(self.wall_time_s, 1)
+                if self.stream and (skipped := self.stream.skipped(self.distributed)):
+                    last["data_skipped"] = skipped
                 bar.set_postfix(loss=f"{last['loss']:.4f}")
                 self._log(last)
             if self.step % tcfg.ckpt_every == 0 or self.step == max_steps or out_of_time:
@@ -381,6 +388,7 @@ class Trainer:
     def save(self) -> None:
         """Write the training state (with its sha256) over the checkpoint, atomically; refuses a non-finite one."""
         tensors = self.state_tensors()  # on every rank: a collective under FSDP
+        data_state = self.stream.state(self.distributed) if self.stream else {}  # a collective too
         path = self.out_dir / CHECKPOINT
         bad = non_finite(tensors)  # under FSDP rank 0 holds every tensor, the others none
         if not self._agree(not bad):  # the old file stays: it is the last good state
@@ -390,7 +398,7 @@ class Trainer:
                                    f"(step {self.saved_step}) is kept.")
         if self.rank == 0:
             meta = {"step": self.step, "config": self.cfg.to_dict(), "format": "glide-minimal-train/1",
-                    "wall_time_s": self.wall_time_s,
+                    "wall_time_s": self.wall_time_s, "data_state": data_state,
                     "grad_scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None}
             save_tensors(path, tensors, meta, checksum=True)
         if self.distributed:
@@ -441,6 +449,8 @@ class Trainer:
             self.opt.load_state_dict(opt_state)
         self.step = self.saved_step = int(meta["step"])
         self.wall_time_s = float(meta.get("wall_time_s", 0.0))
+        if self.stream:
+            self.stream.load_state(meta.get("data_state") or {}, path)
         if meta.get("grad_scaler") and self.scaler.is_enabled():  # fp16: resume the loss scale too
             self.scaler.load_state_dict(meta["grad_scaler"])
 

@@ -101,6 +101,7 @@ def data_only_trainer(name: str) -> Trainer:
     trainer.cfg, trainer.device, trainer.rank, trainer.world = load_config(name), torch.device("cpu"), 0, 1
     trainer.diffusion = GaussianDiffusion.from_config(trainer.cfg.diffusion)
     trainer.images, trainer.cond = trainer._load_data()
+    trainer.stream = None  # the in-memory datasets
     return trainer
 
 
