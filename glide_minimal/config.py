@@ -52,8 +52,11 @@ class UNetConfig:
     text_heads: int = 4
     text_final_ln: bool = True
     text_padding: bool = True  # padded positions take a learned per-position embedding
-    tokenizer: str = "shapesworld"  # shapesworld (word level) | glide-bpe (the released models' byte-level BPE)
+    # shapesworld (word level) | glide-bpe (the released models' byte-level BPE) | bpe (a byte-level BPE of
+    # text_vocab_size tokens learned from the training captions: models/learned_bpe.py)
+    tokenizer: str = "shapesworld"
     text_vocab_size: int = 0  # token embedding rows; 0: the tokenizer's size
+    tokenizer_file: str = ""  # bpe: its tokenizer.json (set by training and loading; relative: beside the weights)
     # Extra input channels (added by the model; in_channels stays the channels of x_t):
     super_res: bool = False  # + the low-resolution image, upsampled bilinearly to image_size (in_channels more)
     inpaint: bool = False  # + the known image times the mask and the mask (in_channels + 1 more)
@@ -120,7 +123,8 @@ class CLIPConfig:
     text_heads: int = 4
     embed_dim: int = 64
     num_timesteps: int = 1000  # a learned embedding per diffusion timestep
-    tokenizer: str = "shapesworld"  # shapesworld | clip-bpe (CLIP's BPE, the released noised CLIP's)
+    tokenizer: str = "shapesworld"  # shapesworld | clip-bpe (CLIP's BPE, the released noised CLIP's) | bpe (learned)
+    tokenizer_file: str = ""  # bpe: its tokenizer.json, as model.tokenizer_file
     vocab_size: int = 0  # token embedding rows; 0: the tokenizer's size (the release rounds CLIP's 49,408 up to 65,536)
     # none: the encoder sees x_t as it is; clip: (x_t + 1) * 127.5 standardised with CLIP's per-channel pixel
     # mean and std, inside the encoder, as the released noised CLIP does
@@ -182,8 +186,8 @@ CHOICES = {
     "diffusion.model_mean_type": MEAN_TYPES,
     "data.dataset": ("digits", "shapesworld", "folder", "webdataset"),
     "data.mask_kinds": ("box", "freeform"),
-    "model.tokenizer": (*WORD_VOCABULARIES, "glide-bpe"),
-    "clip.tokenizer": (*WORD_VOCABULARIES, "clip-bpe"),
+    "model.tokenizer": (*WORD_VOCABULARIES, "glide-bpe", "bpe"),
+    "clip.tokenizer": (*WORD_VOCABULARIES, "clip-bpe", "bpe"),
     "clip.input_norm": ("none", "clip"),
     "clip.part": ("both", "image", "text"),
     "train.precision": ("auto", "fp32", "bf16", "fp16"),
@@ -362,6 +366,9 @@ def _validate_model(m: UNetConfig) -> None:
         raise ValueError("a model is conditioned on classes (model.num_classes) or on text (model.text_ctx), not both")
     if m.text_vocab_size < 0:
         raise ValueError(f"model.text_vocab_size must be >= 0 (0: the tokenizer's size), got {m.text_vocab_size}")
+    if m.text_ctx and m.tokenizer == "bpe" and m.text_vocab_size < 258:
+        raise ValueError(f"model.tokenizer 'bpe' is learned with model.text_vocab_size tokens: set it >= 258 "
+                         f"(padding, the 256 bytes and merges; e.g. 4096), got {m.text_vocab_size}")
     if m.text_ctx:
         # positive before divisible: `text_width % 0` would be a ZeroDivisionError, not an error naming the key
         for key in ("text_width", "text_layers", "text_heads"):
@@ -458,6 +465,9 @@ def _validate_clip(c: CLIPConfig) -> None:
                              "share of the width)")
     if c.vocab_size < 0:
         raise ValueError(f"clip.vocab_size must be >= 0 (0: the tokenizer's size), got {c.vocab_size}")
+    if c.tokenizer == "bpe" and c.vocab_size < 258:
+        raise ValueError(f"clip.tokenizer 'bpe' is learned with clip.vocab_size tokens: set it >= 258 "
+                         f"(padding, the 256 bytes and merges; e.g. 4096), got {c.vocab_size}")
 
 
 def _validate_classifier(cfg: Config) -> None:

@@ -44,7 +44,7 @@ from .checks import stream_seed
 from .conditioning import batch_inputs, draw_indices, draw_step, rank_slice
 from .config import Config, low_res_size
 from .masks import area_downsample
-from .models.text import get_tokenizer
+from .models.text import config_tokenizer
 
 STREAMED = ("folder", "webdataset")  # the data.dataset values this module reads
 IMAGE_SUFFIXES = ("jpg", "jpeg", "png", "webp")  # the image members of a WebDataset sample, in order of preference
@@ -250,7 +250,7 @@ def load_folder(root: str | Path, image_size: int, split: str = "train") -> tupl
 # -- WebDataset shards -----------------------------------------------------------------------------------------
 def expand_shards(spec: str) -> list[str]:
     """'shards/{0000..0003}.tar' -> the four names; several specs may be joined with '::'."""
-    from braceexpand import braceexpand  # a dependency of webdataset
+    from braceexpand import braceexpand  # a dependency of webdataset (lazy, as webdataset below)
 
     urls = [url for part in spec.split("::") if part.strip() for url in braceexpand(part.strip())]
     if not urls:
@@ -271,6 +271,7 @@ class ShardError(RuntimeError):
 
 def raw_samples(shards: list[str], seed: int) -> Iterator[dict]:
     """A lane's endless raw samples (dicts of undecoded bytes): its shards, in a seeded order per epoch."""
+    # here, not at the top: webdataset takes about a second to import, and only shards need it
     from webdataset.tariterators import tarfile_samples
 
     epoch = 0
@@ -358,6 +359,42 @@ class ShardStream(torch.utils.data.IterableDataset):
             yield torch.stack(images), captions, {"lane": lane, "read": read, "skipped": skipped}
 
 
+def shard_captions(urls: list[str], limit: int) -> list[str]:
+    """The captions (.txt members) of the shards in the given order, up to `limit`."""
+    import tarfile  # (lazy, as webdataset: only shards need them)
+
+    from webdataset.gopen import gopen  # opens local paths, URLs (through curl) and pipe: specs alike
+
+    captions = []
+    for url in urls:
+        try:
+            with gopen(url) as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
+                for member in tar:
+                    if member.name.endswith(".txt") and (f := tar.extractfile(member)):
+                        captions.append(f.read().decode("utf-8", "replace").strip())
+                        if len(captions) >= limit:
+                            return captions
+        except (OSError, tarfile.TarError) as e:
+            raise ShardError(f"cannot read WebDataset shard {url}: {e}") from None
+    return captions
+
+
+def training_captions(cfg: Config, limit: int = 200_000) -> list[str]:
+    """Captions of cfg's training data, to learn a BPE from: every caption of a folder, ShapesWorld's, or the
+    first `limit` of the shards (in the order data.path lists them)."""
+    data = cfg.data
+    if data.dataset == "folder":
+        return index_folder(data.path, data.image_size).captions[:limit]
+    if data.dataset == "webdataset":
+        return shard_captions(expand_shards(data.path), limit)
+    from .datasets import load_dataset  # here: datasets imports scikit-image, which folder and shard runs never need
+
+    captions = load_dataset(data, "train")[1]
+    if not isinstance(captions, list):
+        raise ValueError(f"data.dataset {data.dataset!r} has class labels, not captions to learn a BPE from")
+    return captions[:limit]
+
+
 # -- the Trainer's view ----------------------------------------------------------------------------------------
 class StreamingData:
     """Training batches of a folder or of shards, decoded ahead of the step by DataLoader workers.
@@ -371,7 +408,7 @@ class StreamingData:
         self.cfg, self.rank, self.world, self.device = cfg, rank, world, device
         self.examples = rank_slice(cfg.train.batch_size, rank, world)
         text = cfg.clip if cfg.task == "clip" else cfg.model
-        self.tokenizer = get_tokenizer(text.tokenizer, text.text_ctx)
+        self.tokenizer = config_tokenizer(text)
         self.log = SkipLog(data.path)
         self.loader: Iterator | None = None
         self.next_step: int | None = None

@@ -188,6 +188,39 @@ def _check_file(path: Path, expected: str, name: str, what: str, loc: Location, 
                               + (fix or f"the file is corrupt or was replaced; re-run {command}"))
 
 
+def learned_tokenizer(config: dict) -> str | None:
+    """The section ("model" or "clip") of a config dict whose tokenizer is a learned BPE with a file, else None."""
+    for section in ("model", "clip"):
+        part = config.get(section) or {}
+        if part.get("tokenizer") == "bpe" and part.get("tokenizer_file"):
+            return section
+    return None
+
+
+def with_tokenizer_beside(config: dict, folder: Path, stem: str) -> dict:
+    """config, its learned BPE (if any) copied to folder/STEM.tokenizer.json and named there by a relative
+    tokenizer_file (so the weights and the tokenizer move together)."""
+    section = learned_tokenizer(config)
+    if section is None:
+        return config
+    config = json.loads(json.dumps(config))
+    name = f"{stem}.tokenizer.json"
+    source = Path(config[section]["tokenizer_file"])
+    if source.resolve() != (folder / name).resolve():
+        atomic_write_bytes(folder / name, source.read_bytes())
+    config[section]["tokenizer_file"] = name
+    return config
+
+
+def resolve_tokenizer(config: dict, folder: Path) -> dict:
+    """config with a relative learned-BPE tokenizer_file made absolute against `folder` (where the weights are)."""
+    section = learned_tokenizer(config)
+    if section is not None and not Path(config[section]["tokenizer_file"]).is_absolute():
+        config = {**config, section: {**config[section],
+                                      "tokenizer_file": str(folder / config[section]["tokenizer_file"])}}
+    return config
+
+
 def verified_path(name: str, root: Path | None = None) -> Path:
     """The checkpoint file of `name`, after checking its sha256 (and its config JSON's) against the manifest.
 
@@ -199,6 +232,8 @@ def verified_path(name: str, root: Path | None = None) -> Path:
     _check_file(path, e["sha256"], name, "checkpoint file", loc, command)
     if "config_sha256" in e and "config" in e:
         _check_file(loc.path / e["config"], e["config_sha256"], name, "config file", loc, command)
+    if "tokenizer_sha256" in e:
+        _check_file(loc.path / e["tokenizer"], e["tokenizer_sha256"], name, "tokenizer file", loc, command)
     return path
 
 
@@ -211,9 +246,10 @@ def load_weights(name: str | Path, root: Path | None = None) -> tuple[dict[str, 
         if "config" not in meta:
             raise CheckpointError(f"{path} has no config in its metadata; write it with glide-minimal convert")
     else:
-        tensors, meta = load_tensors(verified_path(str(name), root))
+        path = verified_path(str(name), root)
+        tensors, meta = load_tensors(path)
     weights = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
-    return weights, meta["config"]
+    return weights, resolve_tokenizer(meta["config"], path.parent)
 
 
 def publish(name: str, state_dict: dict[str, torch.Tensor], config: dict, *, record: dict,
@@ -224,6 +260,7 @@ def publish(name: str, state_dict: dict[str, torch.Tensor], config: dict, *, rec
     root = root or checkpoint_dir()
     root.mkdir(parents=True, exist_ok=True)
     weights = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
+    config = with_tokenizer_beside(config, root, name)
     path = root / f"{name}.safetensors"
     save_tensors(path, weights, {"config": config, "name": name})
     config_path = root / f"{name}.json"
@@ -234,6 +271,9 @@ def publish(name: str, state_dict: dict[str, torch.Tensor], config: dict, *, rec
         companions = entries.get(name, {}).get("companions", {})
     entries[name] = {"file": path.name, "config": config_path.name, "kind": kind, "sha256": sha256_file(path),
                      "config_sha256": sha256_file(config_path), "dtype": str(dtype).removeprefix("torch."), **record,
+                     **({"tokenizer": f"{name}.tokenizer.json",
+                         "tokenizer_sha256": sha256_file(root / f"{name}.tokenizer.json")}
+                        if learned_tokenizer(config) else {}),
                      **({"companions": dict(sorted(companions.items()))} if companions else {})}
     payload = json.dumps({"checkpoints": dict(sorted(entries.items()))}, indent=2) + "\n"
     atomic_write_bytes(root / "MANIFEST.json", payload.encode())

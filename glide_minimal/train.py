@@ -38,11 +38,12 @@ from .config import Config, low_res_size, validate
 from .datasets import load_dataset
 from .diffusion import GaussianDiffusion
 from .finetune import init_from_pretrained
-from .imagetext import STREAMED, StreamingData
+from .imagetext import STREAMED, StreamingData, training_captions
 from .masks import area_downsample
 from .models import build_model
 from .models.clip import clip_loss_terms
-from .models.text import get_tokenizer
+from .models.learned_bpe import LearnedBPE, learn_bpe
+from .models.text import config_tokenizer
 from .parallel import (
     data_parallel,
     enable_activation_checkpointing,
@@ -55,6 +56,7 @@ from .parallel import (
     local_tensor,
     shard,
 )
+from .pretrained import with_tokenizer_beside
 
 CHECKPOINT = "checkpoint.safetensors"
 RUN_FILES = (CHECKPOINT, "config.json", "log.jsonl")  # what a run folder holds; each is replaced atomically
@@ -63,7 +65,10 @@ RUN_FILES = (CHECKPOINT, "config.json", "log.jsonl")  # what a run folder holds;
 # later, never what a step computes. Every other key is the recipe, and must match the checkpoint's.
 RESUMABLE_KEYS = frozenset({"name", "description", "train.max_steps", "train.log_every", "train.ckpt_every",
                             "train.parallel", "train.activation_checkpointing", "train.grad_accum_steps",
-                            "diffusion.sample_respacing", "data.low_res_aug_sample"})
+                            "diffusion.sample_respacing", "data.low_res_aug_sample",
+                            # where the learned BPE is: the run folder's tokenizer.json (its content is the recipe)
+                            "model.tokenizer_file", "clip.tokenizer_file"})
+TOKENIZER = "tokenizer.json"  # a run's learned BPE (model.tokenizer: bpe)
 
 
 class TrainingDiverged(RuntimeError):
@@ -153,8 +158,10 @@ class Trainer:
         self.ddp = self._parallelize()  # the module to call: DDP, the sharded model itself, or the plain model
         # Created after sharding: fully_shard replaces every parameter by its shard (a DTensor).
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        self._prepare_tokenizer(resume)
         # Your own folder or shards stream from disk (imagetext.py); the built-in datasets sit in memory.
-        self.stream = StreamingData(cfg, self.rank, self.world, self.device) if cfg.data.dataset in STREAMED else None
+        self.stream = (StreamingData(self.cfg, self.rank, self.world, self.device) if cfg.data.dataset in STREAMED
+                       else None)
         self.images, self.cond = (None, {}) if self.stream else self._load_data()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.step = 0
@@ -172,8 +179,38 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             # A process killed mid-write leaves its temp file; nothing of this run writes yet, so any is stale.
             remove_stale_temp_files(self.out_dir, RUN_FILES)
-            atomic_write_bytes(self.out_dir / "config.json", cfg.to_json().encode())
+            atomic_write_bytes(self.out_dir / "config.json", self.cfg.to_json().encode())
             self._trim_log()
+
+    def _prepare_tokenizer(self, resume: bool) -> None:
+        """model.tokenizer (clip.tokenizer) bpe: the run's tokenizer.json, learned from the training captions
+        (rank 0; the others wait), kept on resume, copied when the config names one (fine-tuning); the config
+        then points at it."""
+        section = self.cfg.clip if self.cfg.task == "clip" else self.cfg.model
+        if section.tokenizer != "bpe" or (self.cfg.task != "clip" and not section.text_ctx):
+            return
+        if (self.out_dir / CHECKPOINT).exists() and not resume:
+            return  # __init__ refuses to overwrite the run; its tokenizer stays untouched too
+        self.cfg = copy.deepcopy(self.cfg)  # the caller's Config keeps its own tokenizer_file
+        section = self.cfg.clip if self.cfg.task == "clip" else self.cfg.model
+        path = (self.out_dir / TOKENIZER).resolve()
+        keep = resume and path.exists() and (self.out_dir / CHECKPOINT).exists()
+        if self.rank == 0 and not keep:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            if section.tokenizer_file:
+                tokenizer = LearnedBPE.load(section.tokenizer_file, section.text_ctx)
+            else:
+                size = section.vocab_size if self.cfg.task == "clip" else section.text_vocab_size
+                tokenizer = learn_bpe(training_captions(self.cfg), size, section.text_ctx)
+            tokenizer.save(path)
+        if self.distributed:
+            dist.barrier()
+        section.tokenizer_file = str(path)
+        tokens = len(config_tokenizer(section))
+        rows = section.vocab_size if self.cfg.task == "clip" else section.text_vocab_size
+        if tokens > rows:  # a copied tokenizer (fine-tuning) may not fit the model
+            raise ValueError(f"{path} has {tokens} tokens, more than the {rows} rows of the model's token embedding "
+                             "(model.text_vocab_size, clip.vocab_size)")
 
     def _load_data(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Training images [N, C, H, W] and their conditioning: {"labels": [N]} or {"tokens", "mask": [N, L]}."""
@@ -182,7 +219,7 @@ class Trainer:
             cond = {"labels": targets}
         else:  # captions, tokenized once with the model's tokenizer
             m = self.cfg.clip if self.cfg.task == "clip" else self.cfg.model
-            tokens, mask = get_tokenizer(m.tokenizer, m.text_ctx).padded_tokens_and_mask(targets)
+            tokens, mask = config_tokenizer(m).padded_tokens_and_mask(targets)
             cond = {"tokens": tokens, "mask": mask}
         if self.cfg.task == "diffusion" and self.cfg.model.super_res:
             # The upsampler's conditioning: the exact area-average of each target (for ShapesWorld, its own
@@ -481,6 +518,7 @@ def export_weights(train_dir: str | Path, out_path: str | Path, *, use_ema: bool
     weights = {k[len(prefix):]: v.to(dtype) if v.is_floating_point() else v
                for k, v in tensors.items() if k.startswith(prefix)}
     out_path = Path(out_path)
-    save_tensors(out_path, weights, {"config": meta["config"], "step": meta["step"], **(extra_meta or {})})
-    out_path.with_suffix(".json").write_text(json.dumps(meta["config"], indent=2, sort_keys=True) + "\n")
+    config = with_tokenizer_beside(meta["config"], out_path.parent, out_path.stem)  # a learned BPE goes along
+    save_tensors(out_path, weights, {"config": config, "step": meta["step"], **(extra_meta or {})})
+    out_path.with_suffix(".json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     return out_path

@@ -5,15 +5,19 @@ Every test uses the smallest config that shows its behaviour (8x8 digits, a 16-c
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 from glide_minimal.config import Config, load_config
 
@@ -215,3 +219,58 @@ def _empty_user_cache(tmp_path_factory, monkeypatch):
     """The lookup order's user cache (place 2) is an empty folder in every test, so a developer's real
     ~/.cache/glide-minimal never shadows a shipped checkpoint; tests that use the cache set it themselves."""
     monkeypatch.setenv("GLIDE_MINIMAL_CACHE", str(tmp_path_factory.mktemp("user-cache")))
+
+
+# -- your own captioned images: small folder and shard fixtures (tests/test_imagetext.py) --------------------
+FOLDER_CAPTIONS = ["a red circle", "a large blue square", "a small green cross on the left", "a yellow triangle",
+            "a magenta circle in the top right", "a cyan square in the bottom"]  # ShapesWorld's words
+
+
+def picture(i: int, size: int = 24, mode: str = "RGB") -> Image.Image:
+    """A deterministic test image: smooth colour ramps that differ per i."""
+    y, x = np.mgrid[0:size, 0:size]
+    rgb = np.stack([(x * 9 + i * 40) % 256, (y * 7 + i * 90) % 256, ((x + y) * 5 + i * 17) % 256], -1)
+    return Image.fromarray(rgb.astype(np.uint8)).convert(mode)
+
+
+def png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def write_folder(root: Path, n: int = 12, size: int = 24, csv: bool = False) -> Path:
+    """n images in two subfolders with their captions in metadata.jsonl (or metadata.csv)."""
+    rows = []
+    for i in range(n):
+        name = f"{'a' if i % 2 else 'b'}/{i:04d}.png"
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        picture(i, size).save(root / name)
+        rows.append({"file_name": name, "text": FOLDER_CAPTIONS[i % len(FOLDER_CAPTIONS)]})
+    if csv:
+        lines = ["file_name,text"] + [f"{r['file_name']},{r['text']}" for r in rows]
+        (root / "metadata.csv").write_text("\n".join(lines) + "\n")
+    else:
+        (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def write_shards(root: Path, shards: int = 4, per_shard: int = 5, size: int = 24, bad: dict | None = None) -> str:
+    """WebDataset shards root/{0000..}.tar of NNNN.png + NNNN.txt; bad: {sample index: "nocaption" | "corrupt"}."""
+    root.mkdir(parents=True, exist_ok=True)
+    bad = bad or {}
+    for s in range(shards):
+        with tarfile.open(root / f"{s:04d}.tar", "w") as tar:
+            for j in range(per_shard):
+                i = s * per_shard + j
+                caption = FOLDER_CAPTIONS[i % len(FOLDER_CAPTIONS)]
+                members = {"png": png_bytes(picture(i, size)), "txt": caption.encode()}
+                if bad.get(i) == "nocaption":
+                    del members["txt"]
+                if bad.get(i) == "corrupt":
+                    members["png"] = b"\x89PNG not really"
+                for ext, data in members.items():
+                    info = tarfile.TarInfo(f"{i:06d}.{ext}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    return str(root / f"{{0000..{shards - 1:04d}}}.tar")

@@ -3,9 +3,7 @@
 gloo processes)."""
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 import warnings
 from pathlib import Path
 
@@ -15,7 +13,18 @@ import torch
 import yaml
 from PIL import Image
 
-from conftest import TINY_TEXT, assert_same_tensors, nested, straight_and_resumed, tiny_text_config
+from conftest import (
+    FOLDER_CAPTIONS,
+    TINY_TEXT,
+    assert_same_tensors,
+    nested,
+    picture,
+    png_bytes,
+    straight_and_resumed,
+    tiny_text_config,
+    write_folder,
+    write_shards,
+)
 from glide_minimal.checkpoint import load_tensors
 from glide_minimal.conditioning import draw_indices, draw_step
 from glide_minimal.config import load_config
@@ -33,58 +42,6 @@ from glide_minimal.imagetext import (
     to_rgb,
 )
 from glide_minimal.train import CHECKPOINT, Trainer
-
-CAPTIONS = ["a red circle", "a large blue square", "a small green cross on the left", "a yellow triangle",
-            "a magenta circle in the top right", "a cyan square in the bottom"]  # ShapesWorld's words
-
-
-def picture(i: int, size: int = 24, mode: str = "RGB") -> Image.Image:
-    """A deterministic test image: smooth colour ramps that differ per i."""
-    y, x = np.mgrid[0:size, 0:size]
-    rgb = np.stack([(x * 9 + i * 40) % 256, (y * 7 + i * 90) % 256, ((x + y) * 5 + i * 17) % 256], -1)
-    return Image.fromarray(rgb.astype(np.uint8)).convert(mode)
-
-
-def png_bytes(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def write_folder(root: Path, n: int = 12, size: int = 24, csv: bool = False) -> Path:
-    """n images in two subfolders with their captions in metadata.jsonl (or metadata.csv)."""
-    rows = []
-    for i in range(n):
-        name = f"{'a' if i % 2 else 'b'}/{i:04d}.png"
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        picture(i, size).save(root / name)
-        rows.append({"file_name": name, "text": CAPTIONS[i % len(CAPTIONS)]})
-    if csv:
-        lines = ["file_name,text"] + [f"{r['file_name']},{r['text']}" for r in rows]
-        (root / "metadata.csv").write_text("\n".join(lines) + "\n")
-    else:
-        (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return root
-
-
-def write_shards(root: Path, shards: int = 4, per_shard: int = 5, size: int = 24, bad: dict | None = None) -> str:
-    """WebDataset shards root/{0000..}.tar of NNNN.png + NNNN.txt; bad: {sample index: "nocaption" | "corrupt"}."""
-    root.mkdir(parents=True, exist_ok=True)
-    bad = bad or {}
-    for s in range(shards):
-        with tarfile.open(root / f"{s:04d}.tar", "w") as tar:
-            for j in range(per_shard):
-                i = s * per_shard + j
-                members = {"png": png_bytes(picture(i, size)), "txt": CAPTIONS[i % len(CAPTIONS)].encode()}
-                if bad.get(i) == "nocaption":
-                    del members["txt"]
-                if bad.get(i) == "corrupt":
-                    members["png"] = b"\x89PNG not really"
-                for ext, data in members.items():
-                    info = tarfile.TarInfo(f"{i:06d}.{ext}")
-                    info.size = len(data)
-                    tar.addfile(info, io.BytesIO(data))
-    return str(root / f"{{0000..{shards - 1:04d}}}.tar")
 
 
 def folder_config(path: Path | str, dataset: str = "folder", overrides: dict | None = None):
@@ -132,14 +89,14 @@ def test_decode_image_scales_to_minus_one_one_and_names_bad_files(tmp_path):
 def test_folder_with_subfolders_loads_every_image_and_caption(tmp_path):
     write_folder(tmp_path, n=6, size=16)
     images, captions = load_folder(tmp_path, 16)
-    assert images.shape == (6, 3, 16, 16) and captions == CAPTIONS
+    assert images.shape == (6, 3, 16, 16) and captions == FOLDER_CAPTIONS
     assert torch.equal(images[4], decode_image(tmp_path / "b/0004.png", 16))
 
 
 def test_metadata_csv_works_like_jsonl(tmp_path):
     a, b = write_folder(tmp_path / "j", n=4), write_folder(tmp_path / "c", n=4, csv=True)
     assert [r["text"] for r in read_metadata(a)] == [r["text"] for r in read_metadata(b)]
-    assert index_folder(b, 16).captions == CAPTIONS[:4]
+    assert index_folder(b, 16).captions == FOLDER_CAPTIONS[:4]
 
 
 def test_a_metadata_line_that_is_not_json_names_its_number(tmp_path):
@@ -173,7 +130,7 @@ def test_bad_rows_are_skipped_with_one_warning_per_kind_and_counted(tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         index = index_folder(tmp_path, 16)
-    assert len(index) == 1 and index.captions == [CAPTIONS[3]]
+    assert len(index) == 1 and index.captions == [FOLDER_CAPTIONS[3]]
     assert index.skipped == {"missing_caption": 1, "missing_image": 2, "corrupt": 1, "too_small": 1}
     messages = [str(w.message) for w in caught]
     assert len(messages) == 4, messages
@@ -187,7 +144,7 @@ def test_the_split_field_holds_images_out_of_training(tmp_path):
     for r in rows[:2]:
         r["split"] = "test"
     (tmp_path / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert len(index_folder(tmp_path, 16)) == 4 and index_folder(tmp_path, 16, "test").captions == CAPTIONS[:2]
+    assert len(index_folder(tmp_path, 16)) == 4 and index_folder(tmp_path, 16, "test").captions == FOLDER_CAPTIONS[:2]
     with pytest.raises(ValueError, match="unknown split 'val'; choose one of: train, test"):
         index_folder(tmp_path, 16, "val")
 
@@ -198,7 +155,7 @@ def test_an_image_that_fails_to_decode_is_replaced_by_the_next_and_reported(tmp_
     head = (tmp_path / "b/0002.png").read_bytes()[:50]  # the header reads, the pixels do not
     (tmp_path / "b/0002.png").write_bytes(head)
     image, caption, skipped = FolderImages(index, 16)[2]
-    assert caption == CAPTIONS[3] and torch.equal(image, decode_image(tmp_path / "a/0003.png", 16))
+    assert caption == FOLDER_CAPTIONS[3] and torch.equal(image, decode_image(tmp_path / "a/0003.png", 16))
     assert [kind for kind, _ in skipped] == ["corrupt"]
 
 

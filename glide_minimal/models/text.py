@@ -22,6 +22,7 @@ from torch.nn import functional as F
 
 from ..vocabulary import WORD_VOCABULARIES
 from .bpe import VOCAB_SIZES, load_bpe
+from .learned_bpe import LearnedBPE
 
 PAD = "<pad>"
 
@@ -86,21 +87,33 @@ class WordTokenizer:
 
 
 # The names a config may give (model.tokenizer, clip.tokenizer): word-level ones, then the released BPEs.
-TOKENIZERS = (*WORD_VOCABULARIES, "glide-bpe", "clip-bpe")
+TOKENIZERS = (*WORD_VOCABULARIES, "glide-bpe", "clip-bpe", "bpe")
 
 
-def get_tokenizer(name: str, context_length: int, vocab_dir: str | Path | None = None):
+def get_tokenizer(name: str, context_length: int, vocab_dir: str | Path | None = None, file: str | Path = ""):
     """The tokenizer a config names (model.tokenizer, clip.tokenizer).
 
     A word-level name is a WordTokenizer over its word list (vocabulary.WORD_VOCABULARIES: data, not
     the renderer that draws the captions); glide-bpe and clip-bpe (the released models' BPEs, see
-    bpe.py) read their vocabulary files from vocab_dir (default: $GLIDE_MINIMAL_VOCAB or data/vocab).
+    bpe.py) read their vocabulary files from vocab_dir (default: $GLIDE_MINIMAL_VOCAB or data/vocab);
+    bpe (learned from a run's captions, learned_bpe.py) reads `file`, its tokenizer.json.
     """
     if name in WORD_VOCABULARIES:
         return WordTokenizer(WORD_VOCABULARIES[name], context_length)
     if name in ("glide-bpe", "clip-bpe"):
         return load_bpe(name, context_length, vocab_dir)
+    if name == "bpe":
+        if not file:
+            raise ValueError("tokenizer 'bpe' is learned from the training captions, and this config names no "
+                             "tokenizer_file: load the model with gm.load_pipeline / load_model (which find the "
+                             "file beside the weights), or set model.tokenizer_file")
+        return LearnedBPE.load(file, context_length)
     raise ValueError(f"unknown tokenizer {name!r}; choose one of: {', '.join(TOKENIZERS)}")
+
+
+def config_tokenizer(section):
+    """The tokenizer of a config section that has text (cfg.model or cfg.clip)."""
+    return get_tokenizer(section.tokenizer, section.text_ctx, file=section.tokenizer_file)
 
 
 def tokenizer_vocab_size(name: str, context_length: int = 1) -> int:

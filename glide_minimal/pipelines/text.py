@@ -8,7 +8,7 @@ import torch
 from ..checks import check_count, check_finite_range, check_prompt, check_sampler_settings
 from ..config import Config
 from ..diffusion.guidance import classifier_free_model_fn, clip_cond_fn
-from ..models import get_tokenizer
+from ..models.text import config_tokenizer
 from ..speed import RELEASE_UPSAMPLE_SAMPLER, RELEASE_UPSAMPLE_STEPS, RELEASE_UPSAMPLE_TEMPERATURE
 from .base import Companion, DiffusionPipeline, to_unit
 from .upsample import UpsamplePipeline
@@ -16,7 +16,7 @@ from .upsample import UpsamplePipeline
 
 def get_clip_tokens(clip_cfg, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """Captions tokenized for a noised CLIP's own tokenizer and context: ([N, L] long, [N, L] bool)."""
-    return get_tokenizer(clip_cfg.tokenizer, clip_cfg.text_ctx).padded_tokens_and_mask(prompts)
+    return config_tokenizer(clip_cfg).padded_tokens_and_mask(prompts)
 
 
 class TextPipeline(DiffusionPipeline):
@@ -46,7 +46,7 @@ class TextPipeline(DiffusionPipeline):
                  clip: torch.nn.Module | Companion | None = None,
                  upsampler: UpsamplePipeline | Companion | None = None, tokenizer=None):
         super().__init__(model, cfg, device)
-        self.tokenizer = tokenizer or get_tokenizer(cfg.model.tokenizer, cfg.model.text_ctx)
+        self.tokenizer = tokenizer or config_tokenizer(cfg.model)
         self._clip = Companion.of(clip, "guidance='clip' needs a noised CLIP checkpoint, and none is registered "
                                         "for this pipeline; use guidance='cfg', or pass clip= to TextPipeline")
         self._upsampler = Companion.of(upsampler, "upsample=True needs an upsampler, and none is registered for "

@@ -6,7 +6,7 @@ import torch
 from ..checks import check_aug_level, check_finite_range, check_prompt, check_sampler, check_steps_type, make_generator
 from ..conditioning import augment_low_res
 from ..config import Config, low_res_size
-from ..models import get_tokenizer
+from ..models.text import config_tokenizer
 from ..speed import RELEASE_UPSAMPLE_SAMPLER, RELEASE_UPSAMPLE_STEPS, RELEASE_UPSAMPLE_TEMPERATURE
 from .base import DiffusionPipeline, check_unit_range, to_unit
 
@@ -32,7 +32,7 @@ class UpsamplePipeline(DiffusionPipeline):
         if not cfg.model.super_res:
             raise ValueError(f"{cfg.name!r} is not a super-resolution model (model.super_res is false)")
         if cfg.model.text_ctx and tokenizer is None:  # default: the one the config names
-            tokenizer = get_tokenizer(cfg.model.tokenizer, cfg.model.text_ctx)
+            tokenizer = config_tokenizer(cfg.model)
         self.tokenizer = tokenizer if cfg.model.text_ctx else None
 
     @property
