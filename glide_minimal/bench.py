@@ -3,19 +3,24 @@
 sampler: wall time of a sampling loop over the same number of bare model forwards (the sampler's
 own overhead should be a few percent); train: training images per second of a config; guidance:
 seconds per sample of a shipped text pipeline unguided, with classifier-free and with CLIP guidance;
-released: the released-size cascade (random weights) under the official recipe's settings and ours.
+released: the released-size cascade (random weights) under the official recipe's settings and ours;
+loader: images per second of a folder or shard config's input pipeline alone (decode, resize, tokenize), with
+0, 1, ... DataLoader workers, beside the training step's own images per second: the loader must keep up.
 """
 from __future__ import annotations
 
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
 from .checks import check_count, check_device, check_finite_range, default_device
 from .config import Config, load_config
 from .diffusion import GaussianDiffusion, ddim_sample_loop, p_sample_loop
+from .imagetext import STREAMED, StreamingData, training_captions
 from .models import WordTokenizer, build_model, example_inputs
+from .models.learned_bpe import learn_bpe
 from .pipelines import TextPipeline, UpsamplePipeline, load_pipeline
 from .speed import (
     FAST_BASE_STEPS,
@@ -79,12 +84,13 @@ def bench_sampler(config: str = "tutorial-ddpm", steps: int = 50, batch: int = 1
     return res
 
 
-def bench_train(config: str = "tutorial-ddpm", steps: int = 20, device: str | None = None) -> dict[str, float]:
+def bench_train(config: str = "tutorial-ddpm", steps: int = 20, device: str | None = None,
+                overrides: dict | None = None) -> dict[str, float]:
     """Training images/s over `steps` steps after two warm-up steps."""
     steps = check_count("steps", steps)
     if device is not None:
         check_device(device)
-    cfg = load_config(config)
+    cfg = load_config(config, overrides)
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(cfg, out, device=device, progress=False)
         for _ in range(2):
@@ -98,6 +104,42 @@ def bench_train(config: str = "tutorial-ddpm", steps: int = 20, device: str | No
         wall = time.perf_counter() - start
     return {"images_per_s": steps * cfg.train.batch_size / wall, "s_per_step": wall / steps,
             "batch_size": cfg.train.batch_size}
+
+
+def bench_loader(config: str = "tutorial-emoji", steps: int = 20, workers: tuple[int, ...] = (0, 1, 2),
+                 overrides: dict | None = None) -> dict[int, float]:
+    """{workers: images/s} of the config's streamed input pipeline alone (imagetext.StreamingData: decode,
+    convert, crop and resize, tokenize, the step's draws), over `steps` batches after the first (which starts
+    the workers)."""
+    steps = check_count("steps", steps)
+    results = {}
+    for w in workers:
+        cfg = load_config(config, {**(overrides or {}), "data.num_workers": w})
+        if cfg.data.dataset not in STREAMED:
+            raise ValueError(f"bench loader needs a folder or webdataset config; {config!r} has data.dataset "
+                             f"{cfg.data.dataset!r} (set data.dataset and data.path)")
+        with tempfile.TemporaryDirectory() as out:
+            cfg.model.tokenizer_file = prepared_tokenizer(cfg, out)
+            stream = StreamingData(cfg, 0, 1, torch.device("cpu"))
+            diffusion = GaussianDiffusion.from_config(cfg.diffusion)
+            stream.batch(0, diffusion)
+            start = time.perf_counter()
+            for step in range(1, steps + 1):
+                stream.batch(step, diffusion)
+            results[w] = steps * cfg.train.batch_size / (time.perf_counter() - start)
+            stream.loader = None  # shuts the workers down
+    return results
+
+
+def prepared_tokenizer(cfg: Config, folder: str) -> str:
+    """The tokenizer_file a bench run of cfg uses: cfg's own, or for a bpe config without one a BPE learned
+    into `folder` as training would learn it ("" for other tokenizers)."""
+    m = cfg.model
+    if m.tokenizer != "bpe" or m.tokenizer_file:
+        return m.tokenizer_file
+    path = Path(folder) / "tokenizer.json"
+    learn_bpe(training_captions(cfg), m.text_vocab_size, m.text_ctx).save(path)
+    return str(path)
 
 
 def bench_guidance(pipeline: str = "tutorial-text", steps: int = 25, batch: int = 16, repeats: int = 3,

@@ -13,7 +13,7 @@ import torch
 import yaml
 from PIL import features
 
-from .bench import bench_guidance, bench_released, bench_sampler, bench_train, format_released
+from .bench import bench_guidance, bench_loader, bench_released, bench_sampler, bench_train, format_released
 from .checkpoint import CheckpointError
 from .checks import SAMPLERS, SEED_MAX, SEED_RULE, check_device, finite_range_rule
 from .config import available_configs, load_config, parse_override
@@ -208,7 +208,10 @@ def cmd_bench(args) -> int:
     args.batch = args.batch or 16
     if args.what in ("sampler", "train"):
         args.config = args.config or "tutorial-ddpm"
-    {"sampler": _bench_sampler, "guidance": _bench_guidance, "train": _bench_train}[args.what](args)
+    if args.what == "loader":
+        args.config = args.config or "tutorial-emoji"
+    runs = {"sampler": _bench_sampler, "guidance": _bench_guidance, "train": _bench_train, "loader": _bench_loader}
+    runs[args.what](args)
     return 0
 
 
@@ -231,8 +234,18 @@ def _bench_guidance(args) -> None:
     print(f"(pipeline {pipeline}, {args.steps} steps, batch {args.batch}, best of {args.repeats})")
 
 
+def _bench_loader(args) -> None:
+    loader = bench_loader(args.config, args.steps, tuple(range(args.max_workers + 1)), _overrides(args.set))
+    train = bench_train(args.config, min(args.steps, 10), args.device, _overrides(args.set))["images_per_s"]
+    print(f"{'input pipeline':<24}{'images/s':>10}{'vs training':>13}")
+    for workers, rate in loader.items():
+        print(f"{f'loader, {workers} workers':<24}{rate:>10.1f}{rate / train:>12.1f}x")
+    print(f"{'training step':<24}{train:>10.1f}{1:>12.1f}x")
+    print(f"(config {args.config}; the loader keeps up when its rate is above the training step's)")
+
+
 def _bench_train(args) -> None:
-    r = bench_train(args.config, args.steps, args.device)
+    r = bench_train(args.config, args.steps, args.device, _overrides(args.set))
     print(f"train {args.config}: {r['images_per_s']:.1f} images/s ({r['s_per_step']:.3f} s/step at batch "
           f"{r['batch_size']})")
 
@@ -298,7 +311,7 @@ def _info_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _bench_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("what", choices=["sampler", "train", "guidance", "released"])
+    p.add_argument("what", choices=["sampler", "train", "guidance", "released", "loader"])
     p.add_argument("--config", help="config (sampler, train; default tutorial-ddpm) or shipped pipeline (guidance; "
                                     "default tutorial-text)")
     p.add_argument("--steps", type=COUNT, default=50)
@@ -314,6 +327,9 @@ def _bench_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fast-sampler", default=FAST_SAMPLER, choices=SAMPLERS,
                    help=f"released: our sampler in both stages (default {FAST_SAMPLER}: DPM-Solver++(2M))")
     p.add_argument("--compile", action="store_true", help="released: torch.compile the models in the fast setting")
+    p.add_argument("--max-workers", type=NATURAL, default=2, help="loader: time 0 .. this many DataLoader workers")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="train, loader: override a config value, e.g. data.path=my_folder")
     p.add_argument("--device", type=device_name)
     p.add_argument("--threads", type=COUNT)
 

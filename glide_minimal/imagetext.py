@@ -162,11 +162,19 @@ class FolderIndex:
         return len(self.files)
 
 
+def resolve_data_path(path: str | Path) -> Path:
+    """A relative data.path is looked up from the working directory, then from this checkout's root (so a
+    shipped config's data/emoji works from book/ and from anywhere inside the repository)."""
+    path = Path(path)
+    checkout = Path(__file__).resolve().parents[1] / path
+    return path if path.is_absolute() or path.exists() or not checkout.exists() else checkout
+
+
 def index_folder(root: str | Path, image_size: int, split: str = "train") -> FolderIndex:
     """Index root's metadata for `split` (rows without a "split" field are training rows). Rows whose image is
     missing, unreadable (its header) or smaller than image_size, or whose caption is missing, are skipped with
     one warning per kind. An empty result is an error."""
-    root = Path(root)
+    root = resolve_data_path(root)
     if split not in ("train", "test"):
         raise ValueError(f"unknown split {split!r}; choose one of: train, test")
     log = SkipLog(str(root))
@@ -460,7 +468,7 @@ class StreamingData:
             warnings.simplefilter("always")
             tokens, mask = self.tokenizer.padded_tokens_and_mask(captions)
         for w in caught:  # one warning per kind, not one per caption
-            if "truncated" in str(w.message):
+            if "context" in str(w.message):  # truncated (word level, learned BPE) or cut (GLIDE BPE) to the context
                 self.log.add("truncated", str(w.message))
             else:
                 warnings.warn(w.message, stacklevel=2)

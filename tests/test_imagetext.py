@@ -306,3 +306,16 @@ def test_two_gloo_processes_resume_exactly(tmp_path, dataset):
     if dataset == "webdataset":
         assert len(meta["data_state"]["read"]) == 2  # each rank's lanes
     assert_same_tensors(split, straight)
+
+
+# -- the loader benchmark -------------------------------------------------------------------------------------
+def test_bench_loader_times_each_worker_count_and_refuses_in_memory_data(tmp_path):
+    from glide_minimal.bench import bench_loader
+
+    write_folder(tmp_path / "data", n=12)
+    overrides = {**TINY_TEXT, "data.dataset": "folder", "data.path": str(tmp_path / "data"),
+                 "model.tokenizer": "bpe", "model.text_vocab_size": 300}
+    rates = bench_loader("tutorial-ddpm", steps=2, workers=(0, 1), overrides=overrides)
+    assert set(rates) == {0, 1} and all(r > 0 for r in rates.values())
+    with pytest.raises(ValueError, match="bench loader needs a folder or webdataset config"):
+        bench_loader("tutorial-text", steps=1, workers=(0,))
