@@ -319,3 +319,23 @@ def test_bench_loader_times_each_worker_count_and_refuses_in_memory_data(tmp_pat
     assert set(rates) == {0, 1} and all(r > 0 for r in rates.values())
     with pytest.raises(ValueError, match="bench loader needs a folder or webdataset config"):
         bench_loader("tutorial-text", steps=1, workers=(0,))
+
+
+def test_shards_served_over_http_read_like_local_ones(tmp_path):
+    import functools
+    import http.server
+    import threading
+
+    spec = write_shards(tmp_path / "shards", shards=2, per_shard=4)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "shards"))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{{0000..0001}}.tar"
+        local = Trainer(folder_config(spec, "webdataset"), tmp_path / "local", progress=False)
+        remote = Trainer(folder_config(url, "webdataset"), tmp_path / "remote", progress=False)
+        for step in range(3):
+            assert torch.equal(local.batch(step)[0], remote.batch(step)[0])
+    finally:
+        server.shutdown()
