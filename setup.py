@@ -2,10 +2,10 @@
 
 data/checkpoints/ stays the home of the artifacts in the repository. When setuptools builds the package
 (a wheel: `python -m build`, `pip install .`, `pip install git+URL`), build_py copies MANIFEST.json and the
-files each of its entries names (the safetensors and its config JSON) into glide_minimal/_data/checkpoints,
-after checking every file's sha256 against the MANIFEST: a wheel never carries a file the MANIFEST does not
-describe. An editable install copies nothing: it reads the checkout's data/ directly. The sdist carries
-data/checkpoints (MANIFEST.in), so a wheel built from the sdist has them too.
+files each of its entries names (the safetensors, its config JSON and a learned tokenizer) into
+glide_minimal/_data/checkpoints, after checking every file's sha256 against the MANIFEST: a wheel never
+carries a file the MANIFEST does not describe. An editable install copies nothing: it reads the checkout's
+data/ directly. The sdist carries data/checkpoints (MANIFEST.in), so a wheel built from the sdist has them too.
 """
 from __future__ import annotations
 
@@ -42,7 +42,9 @@ def checkpoint_files(source: Path) -> list[str]:
         raise SystemExit(f"error: {manifest} is not valid JSON: line {err.lineno}, column {err.colno}: {err.msg}")
     files = ["MANIFEST.json"]
     for name, entry in sorted(entries.items()):
-        for key, sha_key in (("file", "sha256"), ("config", "config_sha256")):
+        for key, sha_key in (("file", "sha256"), ("config", "config_sha256"), ("tokenizer", "tokenizer_sha256")):
+            if key == "tokenizer" and key not in entry:  # only models with a learned BPE carry one
+                continue
             path = source / entry[key]
             if not path.is_file():
                 raise SystemExit(f"error: {path} ({name!r} in {manifest}) is missing")

@@ -58,7 +58,7 @@ SMOKE: dict[str, Any] = {
     "model.text_heads": 2, "clip.width": 32, "clip.layers": 1, "clip.heads": 2, "clip.text_width": 32,
     "clip.text_layers": 1, "clip.text_heads": 2, "clip.embed_dim": 16, "data.num_scenes": 64,
     "train.batch_size": 8, "train.max_steps": 4, "train.warmup_steps": 1, "train.log_every": 2,
-    "train.ckpt_every": 2}
+    "train.ckpt_every": 2, "data.num_workers": 0}
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ pinned set. A dependency added to one of them only, or a pin outside pyproject's
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -182,10 +183,20 @@ def test_the_build_copies_exactly_the_manifest_files_after_their_sha256_check(tm
     write_registry(source, {"a": b"weights of a", "b": b"weights of b"})
     (source / "notes.txt").write_text("not in the MANIFEST: stays out of the wheel\n")
     target = tmp_path / "build" / "lib" / "glide_minimal" / "_data" / "checkpoints"
+    # a model with a learned BPE names its tokenizer file too
+    manifest = json.loads((source / "MANIFEST.json").read_text())
+    (source / "b.tokenizer.json").write_text('{"model": {}}\n')
+    manifest["checkpoints"]["b"].update(tokenizer="b.tokenizer.json",
+                                        tokenizer_sha256=hashlib.sha256(b'{"model": {}}\n').hexdigest())
+    (source / "MANIFEST.json").write_text(json.dumps(manifest))
     copied = setup.copy_checkpoints(source, target)
-    assert sorted(p.name for p in copied) == ["MANIFEST.json", "a.json", "a.safetensors", "b.json", "b.safetensors"]
+    assert sorted(p.name for p in copied) == ["MANIFEST.json", "a.json", "a.safetensors", "b.json", "b.safetensors",
+                                              "b.tokenizer.json"]
     assert sorted(p.name for p in target.iterdir()) == sorted(p.name for p in copied)
     assert (target / "a.safetensors").read_bytes() == b"weights of a"
+    (source / "b.tokenizer.json").write_text("changed\n")
+    with pytest.raises(SystemExit, match="b.tokenizer.json does not match the sha256"):
+        setup.copy_checkpoints(source, tmp_path / "again")
 
 
 def test_the_build_refuses_a_file_that_fails_its_sha256_or_is_missing(tmp_path):
@@ -209,7 +220,8 @@ def test_the_shipped_checkpoints_pass_the_build_check():
     setup = load_script(ROOT / "setup.py", "glide_minimal_setup")
     files = setup.checkpoint_files(ROOT / "data" / "checkpoints")
     manifest = json.loads((ROOT / "data" / "checkpoints" / "MANIFEST.json").read_text())["checkpoints"]
-    assert len(files) == 1 + 2 * len(manifest)
+    tokenizers = sum("tokenizer" in entry for entry in manifest.values())  # learned BPEs (chapter 9)
+    assert len(files) == 1 + 2 * len(manifest) + tokenizers
     assert not [f for f in files if f.endswith((".ipynb", ".pt", ".ckpt"))]
 
 

@@ -12,6 +12,7 @@ caption "" (all padding) is classifier-free guidance's unconditional input.
 """
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -59,6 +60,11 @@ class LearnedBPE:
 
     def __len__(self) -> int:
         return self.tokenizer.get_vocab_size()
+
+    @staticmethod
+    def split(text: str) -> list[str]:
+        """The caption's words, lower-cased, without punctuation: [] for a caption that has none."""
+        return re.findall(r"\w+", text.lower())
 
     def encode(self, text: str) -> list[int]:
         if not isinstance(text, str):
