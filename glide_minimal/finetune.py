@@ -24,7 +24,7 @@ from .models.unet import UNet, input_channel_groups
 FIRST_CONV = "input_blocks.0.0.weight"
 # Fields that may differ between the source and the fine-tuned model: the added inputs, and dropout (no weights).
 ADDED_INPUTS = ("super_res", "inpaint", "aug_level_embed")
-MAY_DIFFER = (*ADDED_INPUTS, "dropout")
+MAY_DIFFER = (*ADDED_INPUTS, "dropout", "tokenizer_file")  # (where a learned BPE lives: the Trainer copies it)
 NEW_MODULES = ("aug_embed.",)  # parameters a source without aug_level_embed lacks; they keep their (zero-ended) init
 
 

@@ -17,7 +17,14 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CheckpointError, atomic_write_bytes, load_state_dict_into, load_tensors, save_tensors
+from .checkpoint import (
+    CheckpointError,
+    atomic_write_bytes,
+    load_metadata,
+    load_state_dict_into,
+    load_tensors,
+    save_tensors,
+)
 from .config import config_from_dict
 from .fetch import sha256_file
 from .models import build_model
@@ -219,6 +226,23 @@ def resolve_tokenizer(config: dict, folder: Path) -> dict:
         config = {**config, section: {**config[section],
                                       "tokenizer_file": str(folder / config[section]["tokenizer_file"])}}
     return config
+
+
+def source_tokenizer(source: str | Path, root: Path | None = None) -> str:
+    """The learned-BPE tokenizer file of checkpoint `source` (a store name or a .safetensors path), "" if its
+    model reads captions another way. A model fine-tuned from it must read its captions with this tokenizer:
+    its token embedding rows mean this tokenizer's tokens."""
+    path = Path(source)
+    if path.suffix == ".safetensors":
+        config = resolve_tokenizer(load_metadata(path).get("config", {}), path.parent)
+    else:
+        loc, e = locate(str(source), root)
+        if "tokenizer" not in e:
+            return ""
+        verified_path(str(source), root)  # the tokenizer's sha256 with the rest
+        return str(loc.path / e["tokenizer"])
+    section = learned_tokenizer(config)
+    return config[section]["tokenizer_file"] if section else ""
 
 
 def verified_path(name: str, root: Path | None = None) -> Path:

@@ -56,7 +56,7 @@ from .parallel import (
     local_tensor,
     shard,
 )
-from .pretrained import with_tokenizer_beside
+from .pretrained import source_tokenizer, with_tokenizer_beside
 
 CHECKPOINT = "checkpoint.safetensors"
 RUN_FILES = (CHECKPOINT, "config.json", "log.jsonl")  # what a run folder holds; each is replaced atomically
@@ -184,8 +184,8 @@ class Trainer:
 
     def _prepare_tokenizer(self, resume: bool) -> None:
         """model.tokenizer (clip.tokenizer) bpe: the run's tokenizer.json, learned from the training captions
-        (rank 0; the others wait), kept on resume, copied when the config names one (fine-tuning); the config
-        then points at it."""
+        (rank 0; the others wait), kept on resume, copied when the config names one or train.init_from has one
+        (fine-tuning); the config then points at it."""
         section = self.cfg.clip if self.cfg.task == "clip" else self.cfg.model
         if section.tokenizer != "bpe" or (self.cfg.task != "clip" and not section.text_ctx):
             return
@@ -195,10 +195,12 @@ class Trainer:
         section = self.cfg.clip if self.cfg.task == "clip" else self.cfg.model
         path = (self.out_dir / TOKENIZER).resolve()
         keep = resume and path.exists() and (self.out_dir / CHECKPOINT).exists()
+        # Fine-tuning keeps the source model's tokenizer: its token embeddings mean that tokenizer's tokens.
+        source = section.tokenizer_file or (self.cfg.train.init_from and source_tokenizer(self.cfg.train.init_from))
         if self.rank == 0 and not keep:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            if section.tokenizer_file:
-                tokenizer = LearnedBPE.load(section.tokenizer_file, section.text_ctx)
+            if source:
+                tokenizer = LearnedBPE.load(source, section.text_ctx)
             else:
                 size = section.vocab_size if self.cfg.task == "clip" else section.text_vocab_size
                 tokenizer = learn_bpe(training_captions(self.cfg), size, section.text_ctx)

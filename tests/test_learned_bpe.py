@@ -103,3 +103,21 @@ def test_exported_weights_keep_the_tokenizer_beside_them(tmp_path):
     assert config["model"]["tokenizer_file"] == str(tmp_path / "out" / "mine.tokenizer.json")
     assert len(get_tokenizer("bpe", 12, file=config_from_dict(config).model.tokenizer_file)) <= 300
     assert (tmp_path / "run" / CHECKPOINT).exists()
+
+
+def test_fine_tuning_a_bpe_model_keeps_its_tokenizer_instead_of_learning_a_new_one(tmp_path):
+    cfg = bpe_folder_config(tmp_path, {"train.max_steps": 1})
+    Trainer(cfg, tmp_path / "run", progress=False).run()
+    pretrained.publish_run(tmp_path / "run", "tiny-bpe", "pytest", root=pretrained.user_checkpoints())
+    source = (tmp_path / "run" / TOKENIZER).read_text()
+    other = write_folder(tmp_path / "other", n=4)  # new captions: a BPE learned from them would differ
+    (other / "metadata.jsonl").write_text("".join(
+        json.dumps({"file_name": f"{'a' if i % 2 else 'b'}/{i:04d}.png", "text": f"zebra {i} on a quilt"}) + "\n"
+        for i in range(4)))
+    published = str(pretrained.user_checkpoints() / "tiny-bpe.safetensors")
+    for n, init_from in enumerate(("tiny-bpe", published)):  # a store name, a file
+        tuned = tiny_text_config({"data.dataset": "folder", "data.path": str(other), "data.num_workers": 0,
+                                  "model.tokenizer": "bpe", "model.text_vocab_size": 300,
+                                  "train.init_from": init_from, "train.max_steps": 1})
+        Trainer(tuned, tmp_path / f"tuned-{n}", progress=False).run()
+        assert (tmp_path / f"tuned-{n}" / TOKENIZER).read_text() == source
