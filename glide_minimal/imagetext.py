@@ -43,6 +43,7 @@ from PIL import Image
 from .checks import stream_seed
 from .conditioning import batch_inputs, draw_indices, draw_step, rank_slice
 from .config import Config, low_res_size
+from .datasets import load_dataset
 from .masks import area_downsample
 from .models.text import config_tokenizer
 
@@ -395,8 +396,6 @@ def training_captions(cfg: Config, limit: int = 200_000) -> list[str]:
         return index_folder(data.path, data.image_size).captions[:limit]
     if data.dataset == "webdataset":
         return shard_captions(expand_shards(data.path), limit)
-    from .datasets import load_dataset  # here: datasets imports scikit-image, which folder and shard runs never need
-
     captions = load_dataset(data, "train")[1]
     if not isinstance(captions, list):
         raise ValueError(f"data.dataset {data.dataset!r} has class labels, not captions to learn a BPE from")

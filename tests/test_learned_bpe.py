@@ -121,3 +121,16 @@ def test_fine_tuning_a_bpe_model_keeps_its_tokenizer_instead_of_learning_a_new_o
                                   "train.init_from": init_from, "train.max_steps": 1})
         Trainer(tuned, tmp_path / f"tuned-{n}", progress=False).run()
         assert (tmp_path / f"tuned-{n}" / TOKENIZER).read_text() == source
+
+
+def test_a_bpe_is_learned_from_the_captions_of_webdataset_shards(tmp_path):
+    from conftest import FOLDER_CAPTIONS, write_shards
+    from glide_minimal.imagetext import training_captions
+
+    spec = write_shards(tmp_path / "shards", shards=2, per_shard=3)
+    cfg = tiny_text_config({"data.dataset": "webdataset", "data.path": spec, "data.num_workers": 0,
+                            "model.tokenizer": "bpe", "model.text_vocab_size": 300, "train.max_steps": 1})
+    assert training_captions(cfg) == FOLDER_CAPTIONS  # shard order as listed, 3 + 3 samples
+    assert training_captions(cfg, limit=2) == FOLDER_CAPTIONS[:2]
+    Trainer(cfg, tmp_path / "run", progress=False).run()
+    assert LearnedBPE.load(tmp_path / "run" / TOKENIZER, 12).encode("a red circle")
