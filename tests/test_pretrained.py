@@ -150,7 +150,10 @@ def test_shipped_checkpoint_verifies_and_loads(name, monkeypatch):
     assert pretrained.sha256_file(SHIPPED / entry["file"]) == entry["sha256"]
     assert pretrained.sha256_file(SHIPPED / entry["config"]) == entry["config_sha256"]
     weights, config = pretrained.load_weights(name, SHIPPED)
-    assert json.loads((SHIPPED / entry["config"]).read_text()) == config  # the JSON beside it says the same
+    beside = json.loads((SHIPPED / entry["config"]).read_text())  # the JSON beside it says the same ...
+    assert pretrained.resolve_tokenizer(beside, SHIPPED) == config  # (... with a learned BPE's path made absolute)
+    if "tokenizer" in entry:
+        assert pretrained.sha256_file(SHIPPED / entry["tokenizer"]) == entry["tokenizer_sha256"]
     kind = entry.get("kind") or config.get("kind") or config.get("task", "diffusion")
     if kind == "digit-evaluator":
         evaluator = load_evaluator(name)
