@@ -76,18 +76,26 @@ class LearnedBPE:
 
     def padded_tokens_and_mask(self, texts: str | Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids padded at the end to the context: ([N, L] long, [N, L] bool). "" is all padding."""
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        tokens = torch.zeros(len(texts), self.context_length, dtype=torch.long)
-        mask = torch.zeros(len(texts), self.context_length, dtype=torch.bool)
-        for row, text in enumerate(texts):
-            ids = self.encode(text)
-            if len(ids) > self.context_length:
-                warnings.warn(f"caption {text!r} has {len(ids)} tokens; truncated to the context of "
-                              f"{self.context_length}: {self.decode(ids[:self.context_length])!r}", stacklevel=2)
-                ids = ids[:self.context_length]
-            tokens[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
-            mask[row, :len(ids)] = True
-        return tokens, mask
+        return pad_to_context(self, texts)
+
+
+def pad_to_context(tokenizer, texts: str | Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids of texts padded at the end to tokenizer.context_length with tokenizer.pad_id: ([N, L] long,
+    [N, L] bool, True on real tokens); a longer caption is truncated with a warning. Shared by the word-level
+    tokenizer and the learned BPE (both: encode, decode, context_length, pad_id)."""
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    length = tokenizer.context_length
+    tokens = torch.full((len(texts), length), tokenizer.pad_id, dtype=torch.long)
+    mask = torch.zeros(len(texts), length, dtype=torch.bool)
+    for row, text in enumerate(texts):
+        ids = tokenizer.encode(text)
+        if len(ids) > length:
+            warnings.warn(f"caption {text!r} has {len(ids)} tokens; truncated to the context of {length}: "
+                          f"{tokenizer.decode(ids[:length])!r}", stacklevel=3)
+            ids = ids[:length]
+        tokens[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+        mask[row, :len(ids)] = True
+    return tokens, mask
 
 
 def learn_bpe(captions: Iterable[str], vocab_size: int, context_length: int) -> LearnedBPE:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import difflib
 import re
-import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -22,7 +21,7 @@ from torch.nn import functional as F
 
 from ..vocabulary import WORD_VOCABULARIES
 from .bpe import VOCAB_SIZES, load_bpe
-from .learned_bpe import LearnedBPE
+from .learned_bpe import LearnedBPE, pad_to_context
 
 PAD = "<pad>"
 
@@ -72,18 +71,7 @@ class WordTokenizer:
 
     def padded_tokens_and_mask(self, texts: str | Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids padded at the end to the context: ([N, L] long, [N, L] bool). "" is all padding."""
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        tokens = torch.full((len(texts), self.context_length), self.pad_id, dtype=torch.long)
-        mask = torch.zeros(len(texts), self.context_length, dtype=torch.bool)
-        for row, text in enumerate(texts):
-            ids = self.encode(text)
-            if len(ids) > self.context_length:
-                warnings.warn(f"caption {text!r} has {len(ids)} tokens; truncated to the context of "
-                              f"{self.context_length}: {self.decode(ids[:self.context_length])!r}", stacklevel=2)
-                ids = ids[:self.context_length]
-            tokens[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
-            mask[row, :len(ids)] = True
-        return tokens, mask
+        return pad_to_context(self, texts)
 
 
 # The names a config may give (model.tokenizer, clip.tokenizer): word-level ones, then the released BPEs.
