@@ -1,5 +1,6 @@
 """glide-minimal: GLIDE (Nichol et al. 2021) from scratch, small enough to read and train on a laptop."""
 from . import (
+    captions,
     diffusion,
     evaluators,
     imagetext,
@@ -28,6 +29,6 @@ __version__ = "0.1.0"
 
 __all__ = ["CheckpointError", "ClassPipeline", "Config", "DiffusionPipeline", "GaussianDiffusion", "InpaintPipeline",
            "TextPipeline", "Tier", "Trainer", "TrainingDiverged", "UNet", "UpsamplePipeline", "available_configs",
-           "build_model", "diffusion", "evaluators", "imagetext", "load_config", "load_digits", "load_evaluator",
-           "load_folder", "load_photo", "load_pipeline", "load_shapesworld", "masks", "metrics", "models",
-           "pipelines", "pretrained", "shapesworld", "speed", "tier", "viz", "vocabulary"]
+           "build_model", "captions", "diffusion", "evaluators", "imagetext", "load_config", "load_digits",
+           "load_evaluator", "load_folder", "load_photo", "load_pipeline", "load_shapesworld", "masks", "metrics",
+           "models", "pipelines", "pretrained", "shapesworld", "speed", "tier", "viz", "vocabulary"]

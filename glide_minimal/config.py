@@ -87,6 +87,10 @@ class DataConfig:
     max_objects: int = 1  # 1: every single-object scene once; 2: num_scenes random one- or two-object scenes
     num_scenes: int = 4000  # scenes drawn when max_objects is 2
     held_out: tuple[str, ...] = ("magenta triangle", "cyan cross")  # "color shape" pairs never trained on
+    # canonical: "a large red circle in the top left", one caption per scene. varied (chapter 4, captions.py):
+    # num_scenes one- or two-object scenes, each with a caption people might write (synonyms, word orders,
+    # attributes and places left out) in the training phrasings; two objects may then be large and small.
+    captions: str = "canonical"
     # Super-resolution models (model.super_res): the conditioning image is the exact area-average of the
     # target at low_res_size px (0: image_size // 4, GLIDE's 4x).
     low_res_size: int = 0
@@ -186,6 +190,7 @@ CHOICES = {
     "diffusion.model_mean_type": MEAN_TYPES,
     "data.dataset": ("digits", "shapesworld", "folder", "webdataset"),
     "data.mask_kinds": ("box", "freeform"),
+    "data.captions": ("canonical", "varied"),
     "model.tokenizer": (*WORD_VOCABULARIES, "glide-bpe", "bpe"),
     "clip.tokenizer": (*WORD_VOCABULARIES, "clip-bpe", "bpe"),
     "clip.input_norm": ("none", "clip"),
@@ -446,6 +451,9 @@ def _validate_data(cfg: Config) -> None:
         raise ValueError(f"data.shuffle_buffer must be >= 1, got {data.shuffle_buffer}")
     if data.max_objects not in (1, 2):
         raise ValueError(f"data.max_objects must be 1 or 2, got {data.max_objects}")
+    if data.captions == "varied" and (data.dataset != "shapesworld" or data.max_objects != 2):
+        raise ValueError("data.captions: varied describes ShapesWorld scenes of one or two objects: set "
+                         "data.dataset: shapesworld and data.max_objects: 2")
     network, size = ("clip", cfg.clip.image_size) if cfg.task == "clip" else ("model", m.image_size)
     if data.image_size != size:
         raise ValueError(f"data.image_size ({data.image_size}) must equal {network}.image_size ({size})")

@@ -5,7 +5,10 @@ and `load_evaluator` for the shipped ones.
 - Digits (chapters 1-3): DigitClassifier, trained on the real train split; DigitEvaluator reports class
   accuracy, confidence and the measures of metrics.py on its features.
 - ShapesWorld (chapters 4-7): ShapesClassifier reads the shape, color, size and position of a
-  one-object render; ShapesEvaluator scores captions attribute by attribute.
+  one-object render; ShapesEvaluator scores captions attribute by attribute. SceneClassifier reads
+  scenes of one or two objects slot by slot (grid position); SceneEvaluator scores any caption of the
+  varied grammar, binding included (which object has which attribute), and the freedom of what a
+  caption leaves open.
 
 Images passed to an evaluator are in [0, 1] (what pipelines return), at the evaluator's size or any multiple
 of it: larger images are area-averaged down to it first (`native`), so the 16 px judges also read the GPU
@@ -14,22 +17,25 @@ exactly the smaller render, so the judge sees what it was trained on.
 """
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .captions import parse
 from .checkpoint import CheckpointError, load_state_dict_into
 from .datasets import load_digits
 from .masks import area_downsample
 from .metrics import class_entropy, frechet_distance, kernel_distance, mean_pairwise_distance, precision_recall
 from .pretrained import available, load_weights
-from .shapesworld import ShapeObject, all_combinations, grid_center, parse_caption, render
+from .shapesworld import ShapeObject, ShapesWorld, all_combinations, grid_center, parse_caption, render
 from .vocabulary import COLOR_NAMES, POSITIONS, SHAPES, SIZE_NAMES
 
-__all__ = ["ATTRIBUTES", "MAX_CLASS_ENTROPY", "DigitClassifier", "DigitEvaluator", "ShapesClassifier",
-           "ShapesEvaluator", "load_evaluator", "native", "shapes_evaluator", "shapes_training_set",
+__all__ = ["ATTRIBUTES", "MAX_CLASS_ENTROPY", "DigitClassifier", "DigitEvaluator", "SceneClassifier",
+           "SceneEvaluator", "ShapesClassifier", "ShapesEvaluator", "fresh_scenes", "load_evaluator", "scene_labels",
+           "train_scene_evaluator", "native", "shapes_evaluator", "shapes_training_set",
            "train_digit_evaluator", "train_shapes_evaluator"]
 
 
@@ -284,13 +290,192 @@ class ShapesEvaluator(Judge):
         return sum(values) / len(values)
 
 
+# -- ShapesWorld scenes of one or two objects (chapter 4's varied captions) -------------------------------
+SLOT_ATTRIBUTES = ("shape", "color", "size")  # what the scene judge reads at each of the 9 grid positions
+
+
+class SceneClassifier(nn.Module):
+    """[N, 3, S, S] in [0, 1] -> per grid position (slot): presence logit [N, 9] and {attribute: logits [N, 9, K]}.
+
+    Objects of a scene sit at distinct 3x3 grid positions (two never share one), so a scene is exactly the
+    set of occupied slots with the shape, color and size of each: reading it per slot tells which object
+    has which attribute (binding), which a bag of attribute classifiers cannot.
+    """
+
+    def __init__(self, image_size: int = 16, width: int = 48, feature_dim: int = 384):
+        super().__init__()
+        self.image_size = image_size
+        downs = max(1, int(math.log2(image_size // 4)))
+        layers = [nn.Conv2d(3, width, 3, padding=1), nn.GELU(), nn.Conv2d(width, width, 3, padding=1), nn.GELU()]
+        ch = width
+        for _ in range(downs):
+            layers += [nn.Conv2d(ch, 2 * width, 3, stride=2, padding=1), nn.GELU()]
+            ch = 2 * width
+        self.body = nn.Sequential(*layers, nn.Flatten(), nn.Linear(ch * (image_size // 2**downs) ** 2, feature_dim),
+                                  nn.GELU())
+        classes = _attribute_classes()
+        self.sizes = {"present": 1, **{a: len(classes[a]) for a in SLOT_ATTRIBUTES}}
+        self.head = nn.Linear(feature_dim, len(POSITIONS) * sum(self.sizes.values()))
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        if images.ndim != 4 or images.shape[1:] != (3, self.image_size, self.image_size):
+            raise ValueError(f"the scene evaluator takes [N, 3, {self.image_size}, {self.image_size}] images in "
+                             f"[0, 1], got shape {tuple(images.shape)}")
+        return self.body(images * 2 - 1)
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.head(self.features(images)).view(len(images), len(POSITIONS), -1)
+        parts = dict(zip(self.sizes, out.split(list(self.sizes.values()), dim=-1)))
+        parts["present"] = parts["present"][..., 0]
+        return parts
+
+
+def scene_labels(scenes) -> dict[str, torch.Tensor]:
+    """Slot targets of scenes (lists of ShapeObject): present [N, 9] float, and attribute ids [N, 9] (-1 if empty)."""
+    classes = _attribute_classes()
+    labels = {"present": torch.zeros(len(scenes), len(POSITIONS)),
+              **{a: torch.full((len(scenes), len(POSITIONS)), -1) for a in SLOT_ATTRIBUTES}}
+    for i, scene in enumerate(scenes):
+        for obj in scene:
+            slot = POSITIONS.index(obj.position)
+            labels["present"][i, slot] = 1
+            for a in SLOT_ATTRIBUTES:
+                labels[a][i, slot] = classes[a].index(getattr(obj, a))
+    return labels
+
+
+def _scene_loss(logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]) -> torch.Tensor:
+    loss = F.binary_cross_entropy_with_logits(logits["present"], labels["present"])
+    for a in SLOT_ATTRIBUTES:
+        loss = loss + F.cross_entropy(logits[a].flatten(0, 1), labels[a].flatten(), ignore_index=-1)
+    return loss
+
+
+def _read_slots(logits: dict[str, torch.Tensor], classes) -> list[list[dict[str, str]]]:
+    """The objects of each image: every slot whose presence logit is positive, with its attributes."""
+    present = logits["present"] > 0
+    ids = {a: logits[a].argmax(-1) for a in SLOT_ATTRIBUTES}
+    return [[{"position": POSITIONS[k], **{a: classes[a][ids[a][i, k].item()] for a in SLOT_ATTRIBUTES}}
+             for k in range(len(POSITIONS)) if present[i, k]] for i in range(len(present))]
+
+
+def _judged_world(image_size: int) -> ShapesWorld:
+    """Every scene the scene judge must read: one or two objects, every color-shape pair, objects a hair apart."""
+    return ShapesWorld(image_size, 2, held_out=(), min_gap=0.0)
+
+
+def train_scene_evaluator(image_size: int = 16, steps: int = 3000, batch_size: int = 128, seed: int = 0,
+                          lr: float = 2e-3, num_scenes: int = 20000) -> tuple[SceneClassifier, dict[str, float]]:
+    """Train on renders of random one- and two-object scenes (every color-shape pair, objects as close as the
+    varied world puts them) with augmentation; returns (model, accuracies on fresh augmented scenes)."""
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    world = _judged_world(image_size)
+    images, _, scenes = world.sample(num_scenes, g)
+    labels = scene_labels(scenes)
+    model = SceneClassifier(image_size)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    for _ in range(steps):
+        idx = torch.randint(len(images), (batch_size,), generator=g)
+        loss = _scene_loss(model(_augment(images[idx], g)), {k: v[idx] for k, v in labels.items()})
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    model.eval()
+    test_g = torch.Generator().manual_seed(seed + 1)
+    test_images, _, test_scenes = world.sample(2000, test_g)
+    judge = SceneEvaluator(model)
+    augmented = judge.scene_accuracy(_augment(test_images, test_g), test_scenes)
+    return model, {"augmented_scene": augmented, "clean_scene": judge.scene_accuracy(test_images, test_scenes)}
+
+
+def fresh_scenes(n: int, seed: int, image_size: int = 16):
+    """(images [n, 3, S, S] in [0, 1], scenes): one- and two-object scenes of every color-shape pair, objects as
+    close as the varied world puts them; seed + 1 of a judge's training seed gives its test scenes."""
+    images, _, scenes = _judged_world(image_size).sample(n, torch.Generator().manual_seed(seed))
+    return images, scenes
+
+
+def _matches(spec: dict[str, str], obj: dict[str, str]) -> bool:
+    return all(obj[a] == v for a, v in spec.items())
+
+
+class SceneEvaluator(Judge):
+    """The independent judge of scenes with one or two objects: which objects are where, with which attributes
+    (never used for guidance). Captions are any of the varied grammar (captions.py)."""
+
+    def __init__(self, classifier: SceneClassifier):
+        super().__init__(classifier)
+        self.classes = _attribute_classes()
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> list[list[dict[str, str]]]:
+        """Each image's objects: [{"position": "left", "shape": "circle", "color": "red", "size": "small"}, ...]."""
+        return _read_slots(self.classifier(self._native(images)), self.classes)
+
+    def scene_accuracy(self, images: torch.Tensor, scenes) -> float:
+        """Fraction of images whose every object (position, shape, color, size) is read exactly, none missed."""
+        truth = [sorted((o.position, o.shape, o.color, o.size) for o in s) for s in scenes]
+        read = [sorted((o["position"], o["shape"], o["color"], o["size"]) for o in objects)
+                for objects in self.predict(images)]
+        return sum(r == t for r, t in zip(read, truth)) / len(truth)
+
+    def caption_scores(self, images: torch.Tensor, captions: list[str]) -> list[dict[str, bool]]:
+        """Per image: "caption" (the right number of objects, and each caption object matched by a different
+        object with every attribute it names), "count", "attributes" (every named attribute value is on some
+        object, whichever) and "binding_error" (count and attributes right, yet no object has the right set)."""
+        if len(captions) != len(images):
+            raise ValueError(f"got {len(images)} images but {len(captions)} captions")
+        scores = []
+        for objects, text in zip(self.predict(images), captions):
+            specs = [o.specified() for o in parse(text).objects]
+            count = len(objects) == len(specs)
+            exact = count and any(all(_matches(s, o) for s, o in zip(specs, perm))
+                                  for perm in itertools.permutations(objects))
+            named = [(a, v) for s in specs for a, v in s.items()]
+            bag = all(sum(o[a] == v for o in objects) >= named.count((a, v)) for a, v in named)
+            scores.append({"caption": exact, "count": count, "attributes": count and bag,
+                           "binding_error": count and bag and not exact})
+        return scores
+
+    def caption_accuracy(self, images: torch.Tensor, captions: list[str]) -> dict[str, float]:
+        """The fraction of images with each of caption_scores' verdicts."""
+        scores = self.caption_scores(images, captions)
+        return {k: sum(s[k] for s in scores) / len(scores) for k in scores[0]}
+
+    def open_diversity(self, images: torch.Tensor, captions: list[str]) -> float:
+        """How freely samples fill what one-object captions leave open: for each caption, the entropy of each
+        attribute it does not name over its samples' readings, divided by that attribute's largest entropy
+        (log2 of its class count), averaged over attributes and captions. 0: always the same; 1: uniform."""
+        groups: dict[str, list[dict[str, str]]] = {}
+        for objects, text in zip(self.predict(images), captions):
+            spec = parse(text).objects
+            if len(spec) != 1:
+                raise ValueError(f"open_diversity reads one-object captions; {text!r} names {len(spec)}")
+            if objects:
+                groups.setdefault(text, []).append(objects[0])
+        values = []
+        for text, objects in groups.items():
+            open_attrs = [a for a in (*SLOT_ATTRIBUTES, "position") if a not in parse(text).objects[0].specified()]
+            for a in open_attrs:
+                counts = torch.tensor([sum(o[a] == c for o in objects) for c in self.classes[a]], dtype=torch.float)
+                p = counts[counts > 0] / counts.sum()
+                values.append((-(p * p.log2()).sum() / math.log2(len(self.classes[a]))).item())
+        if not values:
+            raise ValueError("open_diversity needs captions that leave an attribute open, e.g. 'a red circle'")
+        return sum(values) / len(values)
+
+
 def load_evaluator(name: str = "digits-evaluator",
-                   device: str | torch.device = "cpu") -> DigitEvaluator | ShapesEvaluator:
-    """A shipped independent evaluator, sha256-verified: "digits-evaluator" or "shapes-evaluator-<size>"
-    (16 or 64). The checkpoint's config "kind" picks the network and its judge."""
+                   device: str | torch.device = "cpu") -> DigitEvaluator | ShapesEvaluator | SceneEvaluator:
+    """A shipped independent evaluator, sha256-verified: "digits-evaluator", "shapes-evaluator-<size>"
+    (16 or 64) or "scenes-evaluator-16". The checkpoint's config "kind" picks the network and its judge."""
     weights, config = load_weights(name)
     kinds = {"digit-evaluator": (DigitClassifier, DigitEvaluator),
-             "shapes-evaluator": (ShapesClassifier, ShapesEvaluator)}
+             "shapes-evaluator": (ShapesClassifier, ShapesEvaluator),
+             "scene-evaluator": (SceneClassifier, SceneEvaluator)}
     if config.get("kind") not in kinds:
         raise CheckpointError(f"{name!r} is a {config.get('kind')!r} checkpoint, not an evaluator ({', '.join(kinds)})")
     network, judge = kinds[config["kind"]]

@@ -9,12 +9,12 @@ for older callers. region_mask, which erases a named object of a scene, stays he
 from __future__ import annotations
 
 import itertools
-import re
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from .captions import parse
 from .masks import DRAW_SIZE, box_mask, check_size, downsample_mask, freeform_mask
 from .vocabulary import COLOR_NAMES, POSITIONS, SHAPES, SIZE_NAMES
 from .vocabulary import caption_words as vocabulary  # the name this module always had
@@ -98,27 +98,21 @@ def render_caption(text: str, image_size: int = 64) -> torch.Tensor:
     center), so a caption's render is the ground truth for an upsampled or edited sample of it.
     """
     objects = parse_caption(text)
-    if len(objects) != 1 or objects[0][3] is None:
+    if len(objects) != 1 or None in objects[0]:
         raise ValueError(f"{text!r} does not fix one image: render_caption needs one object with its position, "
                          "e.g. 'a large red circle in the top left'")
     shape, color, size, position = objects[0]
     return render([ShapeObject(shape, color, size, position, grid_center(position, size))], image_size)
 
 
-def parse_caption(text: str) -> list[tuple[str, str, str, str | None]]:
-    """The (shape, color, size, position or None) of each object a caption names (the inverse of caption()).
+def parse_caption(text: str) -> list[tuple[str | None, str | None, str | None, str | None]]:
+    """The (shape, color, size, position) of each object a caption names, None where it leaves one open.
 
-    "a large red circle in the top left" -> [("circle", "red", "large", "top left")].
+    "a large red circle in the top left" -> [("circle", "red", "large", "top left")]; any caption of the
+    grammar in captions.py reads: "something blue on the left" -> [(None, "blue", None, "left")]. A word
+    outside it is an error that suggests the nearest known words.
     """
-    objects = []
-    for part in text.lower().strip().split(" and "):
-        m = re.fullmatch(r"an? (\w+) (\w+) (\w+)(?: (?:in|on) the (.+))?", part.strip())
-        if not m or m[1] not in SIZES or m[2] not in COLORS or m[3] not in SHAPES or (m[4] and m[4] not in POSITIONS):
-            raise ValueError(f"{part!r} is not a ShapesWorld phrase like 'a large red circle in the top left' "
-                             f"(sizes {', '.join(SIZES)}; colors {', '.join(COLORS)}; shapes {', '.join(SHAPES)}; "
-                             f"positions {', '.join(POSITIONS)})")
-        objects.append((m[3], m[2], m[1], m[4]))
-    return objects
+    return [(o.shape, o.color, o.size, o.position) for o in parse(text).objects]
 
 
 def all_combinations() -> list[tuple[str, str, str, str]]:
@@ -133,7 +127,8 @@ class ShapesWorld:
     """
 
     def __init__(self, image_size: int = 16, max_objects: int = 1,
-                 held_out: tuple[tuple[str, str], ...] = (("triangle", "magenta"), ("cross", "cyan"))):
+                 held_out: tuple[tuple[str, str], ...] = (("triangle", "magenta"), ("cross", "cyan")),
+                 min_gap: float = 0.02):
         if max_objects not in (1, 2):
             raise ValueError(f"max_objects must be 1 or 2, got {max_objects}")
         for shape, color in held_out:
@@ -142,6 +137,9 @@ class ShapesWorld:
                                  f"colors are {', '.join(COLORS)}")
         check_size(image_size)
         self.image_size, self.max_objects, self.held_out = image_size, max_objects, set(held_out)
+        # The least gap between two objects' bounding boxes (a fraction of the canvas). At 0.02 a large and a
+        # small object never fit side by side; at 0 they do, a hair apart (the varied captions' world).
+        self.min_gap = min_gap
 
     def _pick(self, generator: torch.Generator, split: str) -> tuple[str, str]:
         while True:
@@ -161,7 +159,7 @@ class ShapesWorld:
                 size = list(SIZES)[torch.randint(len(SIZES), (1,), generator=generator).item()]
                 position = POSITIONS[torch.randint(len(POSITIONS), (1,), generator=generator).item()]
                 objects.append(ShapeObject(shape, color, size, position, grid_center(position, size)))
-            if count == 1 or not _overlap(objects[0], objects[1]):
+            if count == 1 or not _overlap(objects[0], objects[1], self.min_gap):
                 return objects
 
     def sample(self, n: int, generator: torch.Generator, split: str = "train"):
@@ -170,9 +168,9 @@ class ShapesWorld:
         return images, [caption(s) for s in scenes], scenes
 
 
-def _overlap(a: ShapeObject, b: ShapeObject) -> bool:
-    """Bounding boxes intersect (with a small gap), so the two objects could touch."""
-    half = (SIZES[a.size] + SIZES[b.size]) / 2 + 0.02
+def _overlap(a: ShapeObject, b: ShapeObject, gap: float = 0.02) -> bool:
+    """Bounding boxes come closer than `gap` (a fraction of the canvas), so the two objects could touch."""
+    half = (SIZES[a.size] + SIZES[b.size]) / 2 + gap
     return abs(a.center[0] - b.center[0]) < half and abs(a.center[1] - b.center[1]) < half
 
 

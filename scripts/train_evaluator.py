@@ -2,8 +2,10 @@
 
 Usage: python scripts/train_evaluator.py --world digits [--steps 1500] [--seed 0]
        python scripts/train_evaluator.py --world shapes [--image-size 16] [--steps 2000]
+       python scripts/train_evaluator.py --world scenes [--steps 3000]
 digits: a CNN on the real digit train split (named digits-evaluator); shapes: a CNN reading the shape,
-color, size and position of one-object ShapesWorld renders (named shapes-evaluator-<size>).
+color, size and position of one-object ShapesWorld renders (named shapes-evaluator-<size>); scenes: a CNN
+reading the objects of one- and two-object scenes slot by slot (named scenes-evaluator-<size>).
 """
 import argparse
 import sys
@@ -14,10 +16,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from glide_minimal import pretrained  # noqa: E402
-from glide_minimal.evaluators import train_digit_evaluator, train_shapes_evaluator  # noqa: E402
+from glide_minimal.evaluators import train_digit_evaluator, train_scene_evaluator, train_shapes_evaluator  # noqa: E402
 
 parser = argparse.ArgumentParser()
-parser.add_argument("--world", choices=["digits", "shapes"], default="digits")
+parser.add_argument("--world", choices=["digits", "shapes", "scenes"], default="digits")
 parser.add_argument("--image-size", type=int, default=16)
 parser.add_argument("--steps", type=int, default=1500)
 parser.add_argument("--seed", type=int, default=0)
@@ -30,6 +32,11 @@ if args.world == "digits":
     model, acc = train_digit_evaluator(steps=args.steps, seed=args.seed)
     name, config, metrics = "digits-evaluator", {"kind": "digit-evaluator", "image_size": model.image_size}, {
         "test_accuracy": round(acc, 4), "test_images": 297}
+elif args.world == "scenes":
+    model, acc = train_scene_evaluator(args.image_size, steps=args.steps, seed=args.seed)
+    name, config = f"scenes-evaluator-{args.image_size}", {"kind": "scene-evaluator", "image_size": model.image_size}
+    metrics = {f"{k}_accuracy": round(v, 4) for k, v in acc.items()}
+    command += f" --image-size {args.image_size}"
 else:
     model, acc = train_shapes_evaluator(args.image_size, steps=args.steps, seed=args.seed)
     name, config = f"shapes-evaluator-{args.image_size}", {"kind": "shapes-evaluator", "image_size": model.image_size}

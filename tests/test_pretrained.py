@@ -13,7 +13,7 @@ from glide_minimal import pretrained
 from glide_minimal.checkpoint import CheckpointError, load_state_dict_into, load_tensors
 from glide_minimal.config import config_from_dict
 from glide_minimal.datasets import load_digits
-from glide_minimal.evaluators import load_evaluator, shapes_training_set
+from glide_minimal.evaluators import fresh_scenes, load_evaluator, shapes_training_set
 from glide_minimal.models import build_model
 from glide_minimal.train import Trainer, export_weights
 
@@ -172,6 +172,10 @@ def test_shipped_checkpoint_verifies_and_loads(name, monkeypatch):
         right = [tuple(p[a] for a in ("shape", "color", "size", "position")) == combo
                  for p, combo in zip(predictions, all_combinations())]
         assert sum(right) / len(right) == pytest.approx(entry["metrics"]["clean_all_attributes_accuracy"], abs=0.005)
+    elif kind == "scene-evaluator":  # the manifest's clean accuracy on its test scenes is reproducible
+        images, scenes = fresh_scenes(2000, entry["seed"] + 1, config["image_size"])
+        accuracy = load_evaluator(name).scene_accuracy(images, scenes)
+        assert accuracy == pytest.approx(entry["metrics"]["clean_scene_accuracy"], abs=0.005)
     else:
         model, cfg = pretrained.load_model(name)
         assert sorted(model.state_dict()) == sorted(weights)
