@@ -12,8 +12,9 @@ right one). This module is that grammar, both ways:
     parse(text)                 -> Caption: the objects it asks for (None where it leaves an attribute open)
 
 Every word of a held-out phrasing also occurs in training; what is new is the word order (the place
-first, or one adjective before the noun and one after), so a model's score on them measures whether it
-learned the attributes or memorised the templates. Words only, no torch beyond the random generator.
+first, one adjective before the noun and one after, the color before the size), so a model's score on
+them measures whether it learned the attributes or memorised the templates. parse() flags any caption
+with such an order, whether describe() wrote it or a person did. Words only, no torch beyond the random generator.
 """
 from __future__ import annotations
 
@@ -155,11 +156,16 @@ def _read_place(words: list[str], text: str) -> tuple[str, int]:
                           "(or upper/lower for top/bottom, middle for center)")
 
 
-def _read_adjectives(words: list[str], text: str) -> dict[str, str]:
-    """["small", "and", "red"] -> {"size": "small", "color": "red"}."""
+def _read_adjectives(words: list[str], text: str) -> tuple[dict[str, str], bool]:
+    """["small", "and", "red"] -> ({"size": "small", "color": "red"}, joined by "and").
+
+    Training captions name the size before the color; the other order is a held-out phrasing (below).
+    """
     found: dict[str, str] = {}
+    joined = False
     for i, w in enumerate(words):
         if w == "and" and 0 < i < len(words) - 1:
+            joined = True
             continue
         if w not in _WORD_VALUE or _WORD_VALUE[w][0] == "shape":
             raise _not_in_grammar(text, f"{w!r} where a size or color should be")
@@ -167,33 +173,43 @@ def _read_adjectives(words: list[str], text: str) -> dict[str, str]:
         if attr in found:
             raise _not_in_grammar(text, f"two {attr}s for one object")
         found[attr] = value
-    return found
+    return found, joined
 
 
-def _read_object(words: list[str], text: str) -> tuple[dict[str, str], str]:
-    """An object phrase -> ({attribute: value}, its form: pre | post | mixed | something)."""
+def _unseen_order(attrs: dict[str, str], joined: bool, form: str) -> bool:
+    """Whether adjectives read in an order training captions never use: color before size, "and" between
+    adjectives before a noun ("a small and red circle"), or two after one without it ("something small red")."""
+    two = len(attrs) == 2
+    return (two and list(attrs) == ["color", "size"]) or (form == "pre" and joined) or (
+        form in ("post", "something") and two and not joined)
+
+
+def _read_object(words: list[str], text: str) -> tuple[dict[str, str], bool]:
+    """An object phrase -> ({attribute: value}, whether its form is one training captions never use)."""
     if words[:1] == ["something"]:
         if len(words) < 2:
             raise _not_in_grammar(text, "'something' needs a size or color after it, as in 'something red'")
-        return _read_adjectives(words[1:], text), "something"
+        attrs, joined = _read_adjectives(words[1:], text)
+        return attrs, _unseen_order(attrs, joined, "something")
     if words[:1] not in (["a"], ["an"]):
         raise _not_in_grammar(text, "an object starts with 'a', 'an' or 'something'")
     nouns = [i for i, w in enumerate(words) if w in ANY_SHAPE or _WORD_VALUE.get(w, ("",))[0] == "shape"]
     if len(nouns) != 1:
         raise _not_in_grammar(text, "each object needs one noun: a shape, or 'shape', 'object', 'thing'")
     i = nouns[0]
-    attrs = _read_adjectives(words[1:i], text)
-    if words[i] not in ANY_SHAPE:
-        attrs["shape"] = _WORD_VALUE[words[i]][1]
+    attrs, joined = _read_adjectives(words[1:i], text)
+    noun = {"shape": _WORD_VALUE[words[i]][1]} if words[i] not in ANY_SHAPE else {}
     rest = words[i + 1:]
     if not rest:
-        return attrs, "pre"
+        return {**attrs, **noun}, _unseen_order(attrs, joined, "pre")
     if rest[:2] != ["that", "is"] or len(rest) < 3:
         raise _not_in_grammar(text, "after the noun comes 'that is' and a size or color")
-    after = _read_adjectives(rest[2:], text)
+    after, joined_after = _read_adjectives(rest[2:], text)
     if set(after) & set(attrs):
         raise _not_in_grammar(text, "an attribute named twice for one object")
-    return {**attrs, **after}, "mixed" if i > 1 else "post"
+    if attrs:  # mixed: one adjective before the noun, one after (held out)
+        return {**attrs, **after, **noun}, True
+    return {**after, **noun}, _unseen_order(after, joined_after, "post")
 
 
 def _read_clause(words: list[str], text: str) -> tuple[ObjectSpec, bool]:
@@ -202,7 +218,7 @@ def _read_clause(words: list[str], text: str) -> tuple[ObjectSpec, bool]:
         position, used = _read_place(words, text)
         rest = words[used:]
         rest = rest[2:] if rest[:2] == ["there", "is"] else rest[1:] if rest[:1] == ["is"] else rest
-        attrs, form = _read_object(rest, text)
+        attrs, _ = _read_object(rest, text)
         return ObjectSpec(**attrs, position=position), True
     if words[:2] == ["there", "is"]:
         words = words[2:]
@@ -215,8 +231,8 @@ def _read_clause(words: list[str], text: str) -> tuple[ObjectSpec, bool]:
         words = words[:starts[0]]
         if words[-1:] == ["is"] and words[-2:-1] != ["that"]:
             words = words[:-1]
-    attrs, form = _read_object(words, text)
-    return ObjectSpec(**attrs, position=position), form == "mixed"
+    attrs, unseen = _read_object(words, text)
+    return ObjectSpec(**attrs, position=position), unseen
 
 
 def parse(text: str) -> Caption:

@@ -65,6 +65,16 @@ def test_paraphrases_in_the_grammar_never_error(text, expected):
     assert sw.parse_caption(text) == expected
 
 
+@pytest.mark.parametrize("text, held_out", [
+    ("a small red circle", False), ("a circle that is small and red", False), ("something tiny and blue", False),
+    ("a red small circle", True), ("a small and red circle", True), ("a circle that is red and small", True),
+    ("something small red", True), ("a red circle that is small", True), ("in the center is a red circle", True),
+    ("a red circle and in the center there is a box", True),
+])
+def test_word_orders_training_never_uses_are_flagged_held_out(text, held_out):
+    assert C.parse(text).held_out == held_out
+
+
 @pytest.mark.parametrize("text, needle", [
     ("a lttle red circle", "did you mean 'little'"),
     ("a crimson circle", "known words:"),
