@@ -1,0 +1,38 @@
+"""Every line of the chapters' code cells fits in 88 columns (issue 17).
+
+Readers see the cells as written, on the book's pages and in Colab, where a longer line scrolls
+sideways. ruff does not read book/ (pyproject.toml excludes it), so this test holds the limit: it
+reads the notebooks' JSON only and runs nothing. IPython lines (`!git clone ...`, `%matplotlib`)
+count too; a long shell command splits with a trailing backslash, which IPython joins.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "book").glob("*.ipynb"))
+MAX_LINE = 88
+
+
+def test_the_book_has_notebooks():
+    assert NOTEBOOKS, f"no notebooks in {ROOT / 'book'}: the line-length test below would check nothing"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
+def test_code_cell_lines_fit_in_88_columns(path: Path):
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    too_long = []
+    for index, cell in enumerate(cells):  # index counts every cell, markdown too, from 0
+        if cell["cell_type"] != "code":
+            continue
+        source = cell["source"]
+        source = "".join(source) if isinstance(source, list) else source
+        for number, line in enumerate(source.splitlines(), start=1):
+            if len(line) > MAX_LINE:
+                too_long.append(f"{path.name} cell {index} line {number} ({len(line)} chars): {line}")
+    assert not too_long, (f"{len(too_long)} code-cell line(s) over {MAX_LINE} characters "
+                          "(cell = index in the notebook's cells, from 0):\n" + "\n".join(too_long))
