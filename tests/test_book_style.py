@@ -8,6 +8,7 @@ count too; a long shell command splits with a trailing backslash, which IPython 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -36,3 +37,22 @@ def test_code_cell_lines_fit_in_88_columns(path: Path):
                 too_long.append(f"{path.name} cell {index} line {number} ({len(line)} chars): {line}")
     assert not too_long, (f"{len(too_long)} code-cell line(s) over {MAX_LINE} characters "
                           "(cell = index in the notebook's cells, from 0):\n" + "\n".join(too_long))
+
+
+def _set_repository():
+    spec = importlib.util.spec_from_file_location("set_repository", ROOT / "scripts" / "set_repository.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_chapter_clones_the_repository_named_in_config_yml():
+    """The repository URL has one home, _config.yml (launch buttons read it); scripts/set_repository.py
+    copies it into each chapter's Colab cell, the intro and the README, and this test finds a stale copy."""
+    module = _set_repository()
+    url = module.configured_url()
+    assert url.startswith("https://")
+    for place, urls in module.copies().items():
+        assert urls == [url], f"{place}: REPO lines {urls}, _config.yml says {url}"
+    for path in module.TEXT_FILES:
+        assert url in path.read_text(), f"{path.name} does not name {url}"
