@@ -31,6 +31,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTER_RE = re.compile(r"^\d\d_.+\.html$")
 FIXED_PAGES = ("intro.html", "notation.html", "bibliography.html")
@@ -279,7 +281,22 @@ def check_page(page: Path, chromium: str, budget_ms: int, timeout_s: float,
     return problems
 
 
-def discover(build_dir: Path) -> list[Path]:
+def toc_files(source: Path) -> list[str]:
+    """Every page _toc.yml lists ("book/intro", "book/01_ddpm", ...), in its order."""
+    toc = yaml.safe_load((source / "_toc.yml").read_text())
+    files = [toc["root"]]
+    for part in toc.get("parts", [{"chapters": toc.get("chapters", [])}]):
+        files += [entry["file"] for entry in part.get("chapters", [])]
+    return [str(Path(f).with_suffix("")) for f in files]
+
+
+def discover(build_dir: Path, source: Path | None = None) -> list[Path]:
+    """The built page of every _toc.yml entry (a listed page that was not built is found missing later),
+    else the fixed pages and the chapters found under build_dir/book."""
+    source = source or build_dir.resolve().parents[1]
+    if (source / "_toc.yml").is_file():
+        return [build_dir / f"{name}.html" for name in toc_files(source)
+                if (build_dir / f"{name}.html").is_file()]
     book = build_dir / "book"
     pages = [book / name for name in FIXED_PAGES if (book / name).is_file()]
     pages += sorted(p for p in book.glob("*.html") if CHAPTER_RE.match(p.name))
@@ -300,19 +317,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=120.0, help="wall-clock seconds per Chromium run")
     args = parser.parse_args(argv)
 
-    pages = args.pages or discover(args.build_dir)
+    pages = args.pages or discover(args.build_dir, args.source_dir)
     if not pages:
         print(f"check_pages: no pages under {args.build_dir}/book; build the book first (make book)",
               file=sys.stderr)
         return 1
-    required = [args.build_dir / "book" / n for n in ("intro.html", "notation.html")] if not args.pages else []
+    source = args.source_dir or args.build_dir.resolve().parents[1]
+    required = [] if args.pages else [args.build_dir / f"{name}.html" for name in toc_files(source)]
     missing = [p for p in required if not p.is_file()]
     chromium = find_chromium(args.chromium)
 
     failures: dict[str, list[str]] = {str(p): ["page was not built"] for p in missing}
     if not args.pages:
         # A notebook missing from _toc.yml is skipped silently (only_build_toc_files): catch it here.
-        source = args.source_dir or args.build_dir.resolve().parents[1]
         for nb in sorted(source.glob("book/*.ipynb")):
             html = args.build_dir / "book" / (nb.stem + ".html")
             if not html.is_file():
