@@ -115,3 +115,15 @@ def test_varied_dataset_fits_large_and_small_objects_side_by_side():
                                       for s in (strict.scene(g) for _ in range(300)) if len(s) == 2}
     with pytest.raises(ValueError, match="max_objects=2"):
         load_shapesworld(16, 1, captions="varied")
+
+
+def test_a_config_with_varied_captions_needs_two_object_shapesworld():
+    import glide_minimal as gm
+
+    cfg = gm.load_config("tutorial-text", {"data.captions": "varied", "data.max_objects": 2,
+                                           "model.tokenizer": "shapesworld-varied", "model.text_ctx": 32})
+    assert cfg.data.captions == "varied"
+    with pytest.raises(ValueError, match="data.max_objects: 2"):
+        gm.load_config("tutorial-text", {"data.captions": "varied"})
+    with pytest.raises(ValueError, match="choose one of: canonical, varied"):
+        gm.load_config("tutorial-text", {"data.captions": "natural"})
