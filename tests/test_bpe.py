@@ -193,7 +193,7 @@ def test_missing_vocabulary_folder_from_the_environment_is_named(tmp_path, monke
 
 
 def test_unknown_tokenizer_lists_the_choices():
-    with pytest.raises(ValueError, match="shapesworld, glide-bpe, clip-bpe"):
+    with pytest.raises(ValueError, match="shapesworld, shapesworld-varied, glide-bpe, clip-bpe"):
         get_tokenizer("gpt4", 8)
 
 
