@@ -61,6 +61,7 @@ class Caption:
     held_out: bool
 
 
+_KNOWN_WORDS = tuple(caption_words())  # sorted; parse() checks every word against it
 _WORD_VALUE = {w: (attr, value) for attr in ("size", "color", "shape")
                for value, words in ATTRIBUTE_WORDS[attr].items() for w in words}
 _EXAMPLES = ("'a large red circle in the top left'", "'a red circle'", "'something blue on the left'",
@@ -84,8 +85,7 @@ def _object(shape, color, size, form: str, g: torch.Generator) -> str:
     """One object's phrase in a form: pre "a small red circle", post "a circle that is small and red",
     mixed "a red circle that is small"; "something small and red" when the shape is left open (pre/post)."""
     size_w = _choice(ATTRIBUTE_WORDS["size"][size], g) if size else None
-    color_w = color
-    adjectives = [w for w in (size_w, color_w) if w]
+    adjectives = [w for w in (size_w, color) if w]
     if shape is None and form != "mixed" and adjectives and torch.rand(1, generator=g).item() < 0.5:
         return "something " + " and ".join(adjectives)
     noun = _choice(ATTRIBUTE_WORDS["shape"][shape], g) if shape else _choice(ANY_SHAPE, g)
@@ -94,7 +94,7 @@ def _object(shape, color, size, form: str, g: torch.Generator) -> str:
     elif form == "post":
         words = [noun, "that is", " and ".join(adjectives)]
     else:  # mixed: the color before the noun, the size after
-        words = [color_w, noun, "that is", size_w]
+        words = [color, noun, "that is", size_w]
     article = "an" if words[0][0] in "aeiou" else "a"
     return " ".join([article, *words])
 
@@ -247,7 +247,7 @@ def parse(text: str) -> Caption:
     words = "".join(ch if ch.isalnum() or ch.isspace() else " " for ch in text.lower()).split()
     if not words:
         raise ValueError(f"{text!r} has no words: a ShapesWorld caption names a shape, color, size or place")
-    known = caption_words()
+    known = _KNOWN_WORDS
     for w in words:
         if w not in known:
             near = difflib.get_close_matches(w, known, n=3, cutoff=0.5)

@@ -171,26 +171,38 @@ def _attribute_classes() -> dict[str, tuple[str, ...]]:
     return {"shape": SHAPES, "color": COLOR_NAMES, "size": SIZE_NAMES, "position": POSITIONS}
 
 
+def _conv_encoder(image_size: int, width: int, feature_dim: int, stem_convs: int) -> nn.Sequential:
+    """[N, 3, S, S] -> features [N, feature_dim]: stem_convs 3x3 convs at full size, then stride-2 convs down to
+    4x4 whatever the input size, then a linear layer (the ShapesWorld judges' shared body)."""
+    layers, ch = [], 3
+    for _ in range(stem_convs):
+        layers += [nn.Conv2d(ch, width, 3, padding=1), nn.GELU()]
+        ch = width
+    downs = max(1, int(math.log2(image_size // 4)))
+    for _ in range(downs):
+        layers += [nn.Conv2d(ch, 2 * width, 3, stride=2, padding=1), nn.GELU()]
+        ch = 2 * width
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(ch * (image_size // 2**downs) ** 2, feature_dim),
+                         nn.GELU())
+
+
+def _checked_rgb(images: torch.Tensor, size: int, judge: str) -> torch.Tensor:
+    if images.ndim != 4 or images.shape[1:] != (3, size, size):
+        raise ValueError(f"{judge} takes [N, 3, {size}, {size}] images in [0, 1], got shape {tuple(images.shape)}")
+    return images
+
+
 class ShapesClassifier(nn.Module):
     """[N, 3, S, S] in [0, 1] -> {attribute: logits} for one object's shape, color, size and position."""
 
     def __init__(self, image_size: int = 16, width: int = 32, feature_dim: int = 128):
         super().__init__()
         self.image_size = image_size
-        downs = max(1, int(math.log2(image_size // 4)))  # down to 4x4 whatever the input size
-        layers, ch = [nn.Conv2d(3, width, 3, padding=1), nn.GELU()], width
-        for _ in range(downs):
-            layers += [nn.Conv2d(ch, 2 * width, 3, stride=2, padding=1), nn.GELU()]
-            ch = 2 * width
-        self.body = nn.Sequential(*layers, nn.Flatten(), nn.Linear(ch * (image_size // 2**downs) ** 2, feature_dim),
-                                  nn.GELU())
+        self.body = _conv_encoder(image_size, width, feature_dim, stem_convs=1)
         self.heads = nn.ModuleDict({a: nn.Linear(feature_dim, len(c)) for a, c in _attribute_classes().items()})
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        if images.ndim != 4 or images.shape[1:] != (3, self.image_size, self.image_size):
-            raise ValueError(f"the ShapesWorld evaluator takes [N, 3, {self.image_size}, {self.image_size}] images in "
-                             f"[0, 1], got shape {tuple(images.shape)}")
-        return self.body(images * 2 - 1)
+        return self.body(_checked_rgb(images, self.image_size, "the ShapesWorld evaluator") * 2 - 1)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         f = self.features(images)
@@ -305,23 +317,13 @@ class SceneClassifier(nn.Module):
     def __init__(self, image_size: int = 16, width: int = 48, feature_dim: int = 384):
         super().__init__()
         self.image_size = image_size
-        downs = max(1, int(math.log2(image_size // 4)))
-        layers = [nn.Conv2d(3, width, 3, padding=1), nn.GELU(), nn.Conv2d(width, width, 3, padding=1), nn.GELU()]
-        ch = width
-        for _ in range(downs):
-            layers += [nn.Conv2d(ch, 2 * width, 3, stride=2, padding=1), nn.GELU()]
-            ch = 2 * width
-        self.body = nn.Sequential(*layers, nn.Flatten(), nn.Linear(ch * (image_size // 2**downs) ** 2, feature_dim),
-                                  nn.GELU())
+        self.body = _conv_encoder(image_size, width, feature_dim, stem_convs=2)
         classes = _attribute_classes()
         self.sizes = {"present": 1, **{a: len(classes[a]) for a in SLOT_ATTRIBUTES}}
         self.head = nn.Linear(feature_dim, len(POSITIONS) * sum(self.sizes.values()))
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        if images.ndim != 4 or images.shape[1:] != (3, self.image_size, self.image_size):
-            raise ValueError(f"the scene evaluator takes [N, 3, {self.image_size}, {self.image_size}] images in "
-                             f"[0, 1], got shape {tuple(images.shape)}")
-        return self.body(images * 2 - 1)
+        return self.body(_checked_rgb(images, self.image_size, "the scene evaluator") * 2 - 1)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         out = self.head(self.features(images)).view(len(images), len(POSITIONS), -1)
@@ -450,15 +452,18 @@ class SceneEvaluator(Judge):
         attribute it does not name over its samples' readings, divided by that attribute's largest entropy
         (log2 of its class count), averaged over attributes and captions. 0: always the same; 1: uniform."""
         groups: dict[str, list[dict[str, str]]] = {}
+        named: dict[str, dict[str, str]] = {}
         for objects, text in zip(self.predict(images), captions):
-            spec = parse(text).objects
-            if len(spec) != 1:
-                raise ValueError(f"open_diversity reads one-object captions; {text!r} names {len(spec)}")
+            if text not in named:
+                spec = parse(text).objects
+                if len(spec) != 1:
+                    raise ValueError(f"open_diversity reads one-object captions; {text!r} names {len(spec)}")
+                named[text] = spec[0].specified()
             if objects:
                 groups.setdefault(text, []).append(objects[0])
         values = []
         for text, objects in groups.items():
-            open_attrs = [a for a in (*SLOT_ATTRIBUTES, "position") if a not in parse(text).objects[0].specified()]
+            open_attrs = [a for a in (*SLOT_ATTRIBUTES, "position") if a not in named[text]]
             for a in open_attrs:
                 counts = torch.tensor([sum(o[a] == c for o in objects) for c in self.classes[a]], dtype=torch.float)
                 p = counts[counts > 0] / counts.sum()
