@@ -13,13 +13,17 @@ For each page it checks, in the DOM after the page's scripts ran (Chromium --dum
   - no <script src> points off the machine (the book must render offline);
   - every book/*.ipynb has a page (a notebook left out of _toc.yml is otherwise skipped silently);
   - pages whose notebook stores widget state load the vendored require.js and html-manager from
-    _static/ and every widget view was rendered by them.
+    _static/ and every widget view was rendered by them;
+  - nothing needs sideways scrolling in a 1280 px wide window (--width): no code cell, output, table,
+    display equation or figure is wider than the content column, with every toggle (hint, solution) open.
 Exits 1 and lists each failing page with its reasons; 0 when every page passes.
 """
 
 from __future__ import annotations
 
 import argparse
+import html as html_module
+import json
 import os
 import re
 import shutil
@@ -169,6 +173,42 @@ def run_chromium(chromium: str, url: str, extra: list[str], budget_ms: int, time
         return proc.stdout
 
 
+# Injected into a copy of the page: once MathJax has typeset, open every toggle and list each element that
+# needs sideways scrolling (a scroller whose content is wider than it) or sticks out past the content column's
+# right edge (only the outermost such element), as JSON in an attribute of <html>, which --dump-dom keeps.
+OVERFLOW_JS = r"""<script>
+window.addEventListener("load", function () {
+  var ready = (window.MathJax && MathJax.startup && MathJax.startup.promise) || Promise.resolve();
+  ready.then(function () {
+    document.querySelectorAll("details").forEach(function (d) { d.open = true; });
+    setTimeout(function () {
+      var article = document.querySelector("article.bd-article") || document.body;
+      var edge = article.getBoundingClientRect().right + 1;
+      var found = [];
+      article.querySelectorAll("*").forEach(function (el) {
+        var style = getComputedStyle(el), box = el.getBoundingClientRect();
+        var scroller = style.overflowX === "auto" || style.overflowX === "scroll";
+        var parent = el.parentElement;
+        var wide = scroller ? el.scrollWidth - el.clientWidth : box.right - edge;
+        var outermost = !parent || parent.getBoundingClientRect().right <= edge;
+        for (var up = parent; outermost && up && up !== article; up = up.parentElement) {
+          // inside a scroller (counted itself) or a clipping box, sticking out is not the page's to scroll
+          outermost = getComputedStyle(up).overflowX === "visible";
+        }
+        var hidden = el.closest("mjx-assistive-mml");  // MathJax's copy for screen readers, clipped to 1 px
+        if (box.width > 0 && wide > 1 && (scroller || outermost) && !hidden) {
+          var text = (el.textContent || el.getAttribute("src") || "").replace(/\s+/g, " ").trim();
+          found.push(el.tagName.toLowerCase() + " '" + text.slice(0, 50) + "' (" + Math.round(wide) + " px)");
+        }
+      });
+      document.documentElement.setAttribute("data-overflow", JSON.stringify(found));
+    }, 200);
+  });
+});
+</script>"""
+OVERFLOW_RE = re.compile(r'<html[^>]*\sdata-overflow="([^"]*)"')
+
+
 def is_png_file(path: Path) -> bool:
     try:
         with path.open("rb") as f:
@@ -188,7 +228,7 @@ def local_target(page: Path, ref: str) -> Path | None:
 
 
 def check_page(page: Path, chromium: str, budget_ms: int, timeout_s: float,
-               screenshot_dir: Path | None) -> list[str]:
+               screenshot_dir: Path | None, width: int = 1280) -> list[str]:
     problems: list[str] = []
     is_chapter = bool(CHAPTER_RE.match(page.name))
     static = summarize(page.read_text(encoding="utf-8"))
@@ -214,11 +254,27 @@ def check_page(page: Path, chromium: str, budget_ms: int, timeout_s: float,
             elif any("_static/vendored/" not in src for src in hits):
                 problems.append(f"{name} is not the vendored copy under _static/vendored/: {hits}")
 
+    # The DOM after the page's scripts ran, laid out at the reader's width: read from a copy of the page (in
+    # its folder, so that relative links resolve) with OVERFLOW_JS added.
+    probe = page.with_name(f".check-pages-{page.name}")
+    probe.write_text(page.read_text(encoding="utf-8").replace("</body>", OVERFLOW_JS + "</body>", 1),
+                     encoding="utf-8")
     try:
-        dom_html = run_chromium(chromium, page.resolve().as_uri(), ["--dump-dom"], budget_ms, timeout_s)
+        dom_html = run_chromium(chromium, probe.resolve().as_uri(), ["--dump-dom", f"--window-size={width},2000"],
+                                budget_ms, timeout_s)
     except RuntimeError as e:
         return problems + [str(e)]
+    finally:
+        probe.unlink()
     dom = summarize(dom_html)
+
+    # Sideways scrolling.
+    overflow = OVERFLOW_RE.search(dom_html)
+    if overflow is None:
+        problems.append("the layout check did not report (did the page's scripts finish within --budget-ms?)")
+    else:
+        for block in json.loads(html_module.unescape(overflow.group(1))):
+            problems.append(f"needs sideways scrolling at {width} px: {block}")
 
     # Figures: every image resolves; a chapter stores at least one PNG figure in a cell output
     # (the theme's own PNGs, e.g. the Colab logo, do not count).
@@ -275,7 +331,7 @@ def check_page(page: Path, chromium: str, budget_ms: int, timeout_s: float,
         shot = (screenshot_dir / page.name).with_suffix(".png").resolve()
         try:
             run_chromium(chromium, page.resolve().as_uri(),
-                         [f"--screenshot={shot}", "--window-size=1280,2000"], budget_ms, timeout_s)
+                         [f"--screenshot={shot}", f"--window-size={width},2000"], budget_ms, timeout_s)
         except RuntimeError as e:
             problems.append(f"screenshot failed: {e}")
     return problems
@@ -314,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chromium", help="Chromium binary (default: /usr/bin/chromium or $CHROMIUM)")
     parser.add_argument("--budget-ms", type=int, default=10000,
                         help="virtual time the page's scripts get before the DOM is read (default 10000)")
+    parser.add_argument("--width", type=int, default=1280,
+                        help="window width in px at which nothing may need sideways scrolling (default 1280)")
     parser.add_argument("--timeout", type=float, default=120.0, help="wall-clock seconds per Chromium run")
     args = parser.parse_args(argv)
 
@@ -336,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
                 failures[str(nb)] = [f"has no page {html} (is it listed in _toc.yml?)"]
                 missing.append(nb)
     for page in pages:
-        problems = check_page(page, chromium, args.budget_ms, args.timeout, args.screenshot)
+        problems = check_page(page, chromium, args.budget_ms, args.timeout, args.screenshot, args.width)
         status = "ok" if not problems else "FAIL"
         print(f"{status:4}  {page}")
         if problems:
