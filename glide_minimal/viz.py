@@ -1,5 +1,13 @@
-"""Figures: image grids, denoising strips, schedule plots, and an ipywidgets timestep scrubber."""
+"""Figures: image grids, denoising strips, schedule plots, and sliders over precomputed frames that work on the
+static page as in a running notebook."""
 from __future__ import annotations
+
+import base64
+import html
+import io
+import itertools
+import json
+from collections.abc import Callable, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -55,27 +63,87 @@ def denoising_strip(trajectory, num_frames: int = 8, sample_index: int = 0, show
     return fig
 
 
-def timestep_scrubber(trajectory, sample_index: int = 0):
-    """An ipywidgets slider over a trajectory's steps showing x_t and the predicted x_0 (live use only)."""
-    import ipywidgets as widgets  # here, not at the top: optional (the [book] extra), and slow to import
+def figure_png(fig, dpi: int = 200) -> str:
+    """A figure as a data: URI of a PNG (closes the figure). dpi 200: sharp on a high-DPI screen."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
-    out = widgets.Output()
 
-    def show(step: int) -> None:
-        with out:
-            out.clear_output(wait=True)
-            fig, axes = plt.subplots(1, 2, figsize=(3.2, 1.8))
-            for ax, series, label in zip(axes, (trajectory.x_t, trajectory.pred_xstart), ("x_t", "pred x_0")):
-                img = ((series[step, sample_index] + 1) / 2).clamp(0, 1).permute(1, 2, 0).squeeze(-1)
-                ax.imshow(img.numpy(), cmap="gray", vmin=0, vmax=1)
-                ax.set_title(f"{label}, t={trajectory.timesteps[step]}", fontsize=8)
-                ax.set_axis_off()
-            plt.show()
+class FrameSlider:
+    """Sliders over precomputed frames, one per control, as plain HTML and JavaScript: they work on the book's
+    static page (no kernel needed) as well as in a running notebook. Jupyter shows it as an output (_repr_html_).
 
-    slider = widgets.IntSlider(value=0, min=0, max=len(trajectory.timesteps) - 1, description="step")
-    slider.observe(lambda change: show(change["new"]), names="value")
-    show(0)
-    return widgets.VBox([slider, out])
+    controls: {name: values}; draw(*values) -> a matplotlib figure for one combination of values (one value
+    per control, in the order given). Every combination is drawn once, up front, and embedded as a PNG.
+    """
+
+    _count = itertools.count()
+
+    def __init__(self, controls: dict[str, Sequence], draw: Callable[..., plt.Figure], value: dict | None = None,
+                 width_px: int | None = None, dpi: int = 200):
+        if not controls or any(len(values) == 0 for values in controls.values()):
+            raise ValueError(f"every control needs at least one value, got {controls}")
+        value = value or {}
+        unknown = set(value) - set(controls)
+        if unknown:
+            raise ValueError(f"value names unknown controls {sorted(unknown)}; the controls are {list(controls)}")
+        self.controls = {name: list(values) for name, values in controls.items()}
+        self.start = []
+        for name, values in self.controls.items():
+            if name in value and value[name] not in values:
+                raise ValueError(f"start value {value[name]!r} of {name!r} is not one of its values {values}")
+            self.start.append(values.index(value[name]) if name in value else 0)
+        # key "i,j,...": the indices of the values, one per control
+        lists = list(self.controls.values())
+        self.frames = {",".join(map(str, idx)): figure_png(draw(*(v[i] for v, i in zip(lists, idx))), dpi)
+                       for idx in itertools.product(*(range(len(v)) for v in lists))}
+        self.width_px = width_px
+        self.id = f"gm-frames-{next(self._count)}"
+
+    def _repr_html_(self) -> str:
+        rows = []
+        for k, (name, values) in enumerate(self.controls.items()):
+            labels = json.dumps([str(v) for v in values])
+            rows.append(f'<label style="display:block">{html.escape(name)} '
+                        f'<input type="range" min="0" max="{len(values) - 1}" step="1" value="{self.start[k]}" '
+                        f'data-control="{k}" data-labels="{html.escape(labels)}" style="vertical-align:middle"> '
+                        f'<output>{html.escape(str(values[self.start[k]]))}</output></label>')
+        width = f' style="width:{self.width_px}px;max-width:100%"' if self.width_px else ' style="max-width:100%"'
+        first = self.frames[",".join(map(str, self.start))]
+        script = (
+            "(function () {"
+            f"var root = document.getElementById({json.dumps(self.id)});"
+            f"var frames = {json.dumps(self.frames)};"
+            "var inputs = root.querySelectorAll('input[data-control]');"
+            "function update() {"
+            "  var key = Array.prototype.map.call(inputs, function (i) { return i.value; }).join(',');"
+            "  root.querySelector('img').src = frames[key];"
+            "  inputs.forEach(function (i) {"
+            "    i.nextElementSibling.textContent = JSON.parse(i.dataset.labels)[i.value]; });"
+            "}"
+            "inputs.forEach(function (i) { i.addEventListener('input', update); });"
+            "})();")
+        return (f'<div class="gm-frames" id="{self.id}">{"".join(rows)}'
+                f'<img src="{first}" alt="precomputed frame"{width}></div><script>{script}</script>')
+
+
+def timestep_scrubber(trajectory, sample_index: int = 0, num_frames: int = 25) -> FrameSlider:
+    """A slider over a trajectory's steps showing x_t and the predicted x_0 (num_frames of them, evenly spaced,
+    the first and last included); it works on the static page too."""
+    steps = sorted({round(i) for i in np.linspace(0, len(trajectory.timesteps) - 1, num_frames)})
+
+    def draw(step: int):
+        fig, axes = plt.subplots(1, 2, figsize=(3.2, 1.8))
+        for ax, series, label in zip(axes, (trajectory.x_t, trajectory.pred_xstart), ("x_t", "pred x_0")):
+            img = ((series[step, sample_index] + 1) / 2).clamp(0, 1).permute(1, 2, 0).squeeze(-1)
+            ax.imshow(img.numpy(), cmap="gray", vmin=0, vmax=1)
+            ax.set_title(f"{label}, t={trajectory.timesteps[step]}", fontsize=8)
+            ax.set_axis_off()
+        return fig
+
+    return FrameSlider({"step": steps}, draw, width_px=320)
 
 
 def _describe(block) -> tuple[str, int, bool]:
@@ -98,24 +166,30 @@ def _describe(block) -> tuple[str, int, bool]:
     return "+".join(parts), channels, attn
 
 
+# The diagram's one-letter names of the parts of a block.
+ABBREVIATIONS = {"Res": "R", "ResDown": "Rv", "ResUp": "R^", "Attn": "A", "Downsample": "v", "Upsample": "^",
+                 "Conv": "C"}
+
+
 def unet_diagram(model, ax=None):
     """Draw a U-Net's blocks from the model itself: encoder down the left, decoder up the right,
     skip connections across, resolution on the y axis, and the embedding path into every ResBlock."""
     cfg = model.cfg
     blocks = ([("enc", b) for b in model.input_blocks] + [("mid", model.middle_block)]
               + [("dec", b) for b in model.output_blocks])
-    if ax is None:
-        _, ax = plt.subplots(figsize=(min(16, 0.62 * len(blocks) + 2), 4.2))
+    if ax is None:  # about 0.4 in a block: the page shows it near its natural size, labels 8 pt
+        _, ax = plt.subplots(figsize=(min(11, 0.4 * len(blocks) + 1.2), 3.8))
     size, positions = cfg.image_size, []
     colors = {"enc": "#cfe3f7", "mid": "#f7e3c6", "dec": "#d9f2d0"}
     for i, (part, block) in enumerate(blocks):
         label, channels, attn = _describe(block)
         level = int(np.log2(cfg.image_size // size))
         y = -level
-        ax.add_patch(Rectangle((i - 0.38, y - 0.3), 0.76, 0.6, facecolor=colors[part],
+        ax.add_patch(Rectangle((i - 0.38, y - 0.34), 0.76, 0.68, facecolor=colors[part],
                                edgecolor="crimson" if attn else "0.3", linewidth=2 if attn else 1))
-        ax.text(i, y + 0.02, label.replace("+", "\n"), ha="center", va="center", fontsize=6)
-        ax.text(i, y - 0.42, f"{channels}ch", ha="center", va="top", fontsize=5.5, color="0.3")
+        short = "\n".join(ABBREVIATIONS.get(part, part) for part in label.split("+"))
+        ax.text(i, y + 0.02, short, ha="center", va="center", fontsize=8)
+        ax.text(i, y - 0.45, f"{channels}", ha="center", va="top", fontsize=7, color="0.3")
         positions.append((i, y))
         if "Down" in label:
             size //= 2
@@ -130,13 +204,14 @@ def unet_diagram(model, ax=None):
         ax.annotate("", (x1 - 0.38, y1), (x0 + 0.38, y0), arrowprops=dict(arrowstyle="-|>", color="0.2", lw=0.8))
     levels = len(cfg.channel_mult)
     ax.set_yticks([-level for level in range(levels)],
-                  [f"{cfg.image_size // 2**level} px" for level in range(levels)], fontsize=7)
+                  [f"{cfg.image_size // 2**level} px" for level in range(levels)], fontsize=8)
     ax.set_xticks([])
     ax.set_xlim(-0.8, len(blocks) - 0.2)
     ax.set_ylim(-levels + 0.2, 1.6)
     emb = "t -> sinusoid -> MLP" + (" + label embedding" if cfg.num_classes else "")
-    ax.set_title(f"embedding: {emb} -> scale/shift of every ResBlock's norm;  "
-                 "red border: self-attention;  grey arcs: skip connections", fontsize=7)
+    ax.set_title(f"embedding: {emb} -> scale/shift of every ResBlock's norm\n"
+                 "R: ResBlock  A: self-attention (red border)  v ^: down/up  C: conv;  "
+                 "number: channels;  grey arcs: skips", fontsize=8)
     for side in ("top", "right", "bottom"):
         ax.spines[side].set_visible(False)
     return ax
@@ -148,29 +223,30 @@ def text_conditioning_diagram(model, ax=None):
     emb = 4 * m.model_channels
     attn_sizes = ", ".join(f"{s} px" for s in sorted(m.attention_resolutions, reverse=True))
     if ax is None:
-        _, ax = plt.subplots(figsize=(11, 4.6))
+        _, ax = plt.subplots(figsize=(10, 4.4))
     boxes = {  # name: (x, y, text, color)
-        "caption": (0.4, 3.2, '"a large red circle\nin the top left"', "#ffffff"),
-        "tokens": (3.0, 3.2, f"word tokens [N, {m.text_ctx}]\n+ mask (pad at the end)", "#eeeeee"),
-        "xf": (5.8, 3.2, f"text transformer\n{m.text_layers} layers x {m.text_width} wide, {m.text_heads} heads\n"
-                         "padding embedding, final LN", "#e6d9f2"),
-        "last": (8.7, 4.3, f"last position [N, {m.text_width}]\n-> transformer_proj\n-> [N, {emb}]", "#f7e3c6"),
-        "seq": (8.7, 2.0, f"all positions [N, {m.text_width}, {m.text_ctx}]\n-> encoder_kv of each\n"
-                          "attention layer", "#cfe3f7"),
-        "time": (8.7, 5.6, f"t -> sinusoid -> MLP [N, {emb}]", "#eeeeee"),
-        "res": (11.7, 4.9, "+ : the embedding every\nResBlock gets (scale, shift\nof its GroupNorm)", "#f7e3c6"),
-        "attn": (11.7, 2.0, f"attention at {attn_sizes}:\nkeys, values =\n[text tokens | pixels]", "#cfe3f7"),
+        "caption": (0.5, 3.2, '"a large red circle\nin the top left"', "#ffffff"),
+        "tokens": (3.5, 3.2, f"word tokens [N, {m.text_ctx}]\n+ mask\n(pad at the end)", "#eeeeee"),
+        "xf": (6.5, 3.2, f"text transformer\n{m.text_layers} layers x {m.text_width}, {m.text_heads} heads\n"
+                         "padding embedding\nfinal LayerNorm", "#e6d9f2"),
+        "last": (9.7, 4.3, f"last position [N, {m.text_width}]\n-> transformer_proj\n-> [N, {emb}]", "#f7e3c6"),
+        "seq": (9.7, 2.0, f"all positions\n[N, {m.text_width}, {m.text_ctx}]\n-> encoder_kv of\n"
+                          "each attention layer", "#cfe3f7"),
+        "time": (9.7, 5.6, f"t -> sinusoid -> MLP\n[N, {emb}]", "#eeeeee"),
+        "res": (12.9, 4.9, "+ : the embedding\nevery ResBlock gets\n(scale, shift of\nits GroupNorm)", "#f7e3c6"),
+        "attn": (12.9, 2.0, f"attention ({attn_sizes}):\nkeys, values =\n[text tokens | pixels]", "#cfe3f7"),
     }
-    _draw_boxes(ax, boxes)
+    width = 2.8
+    _draw_boxes(ax, boxes, width)
 
     def arrow(a: str, b: str, color: str = "0.2", label: str | None = None) -> None:
         (xa, ya), (xb, yb) = boxes[a][:2], boxes[b][:2]
-        start = (xa + 1.25, ya) if xb > xa else (xa, ya + 0.55)
-        end = (xb - 1.25, yb) if xb > xa else (xb, yb - 0.55)
+        start = (xa + width / 2, ya) if xb > xa else (xa, ya + 0.55)
+        end = (xb - width / 2, yb) if xb > xa else (xb, yb - 0.55)
         ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=10, color=color, linewidth=1.3))
         if label:
-            ax.text((start[0] + end[0]) / 2, (start[1] + end[1]) / 2 + 0.15, label, fontsize=7, color=color,
-                    ha="center")
+            ax.text((start[0] + end[0]) / 2 - 0.15, (start[1] + end[1]) / 2 + 0.15, label, fontsize=8,
+                    color=color, ha="right")
 
     arrow("caption", "tokens")
     arrow("tokens", "xf")
@@ -179,11 +255,11 @@ def text_conditioning_diagram(model, ax=None):
     arrow("time", "res")
     arrow("last", "res", "#c56a00")
     arrow("seq", "attn", "#2a6fb0")
-    ax.set_xlim(-0.9, 13.0)
+    ax.set_xlim(-1.0, 14.4)
     ax.set_ylim(1.2, 6.3)
     ax.axis("off")
-    ax.set_title("GLIDE's text conditioning: path 1 tells every ResBlock what the caption says (globally); "
-                 "path 2 lets every pixel look up the words it needs", fontsize=8)
+    ax.set_title("GLIDE's text conditioning: path 1 tells every ResBlock what the caption says (globally);\n"
+                 "path 2 lets every pixel look up the words it needs", fontsize=9)
     return ax
 
 
@@ -192,7 +268,7 @@ def _draw_boxes(ax, boxes: dict, width: float = 2.4, height: float = 1.0) -> Non
     for x, y, text, color in boxes.values():
         ax.add_patch(FancyBboxPatch((x - width / 2, y - height / 2), width, height, boxstyle="round,pad=0.05",
                                     facecolor=color, edgecolor="0.3", linewidth=0.8))
-        ax.text(x, y, text, ha="center", va="center", fontsize=7)
+        ax.text(x, y, text, ha="center", va="center", fontsize=8)
 
 
 def cascade_diagram(base_cfg, upsample_cfg, *, base_steps: int | str = 25, guidance_scale: float = 3.0,

@@ -15,7 +15,9 @@ For each page it checks, in the DOM after the page's scripts ran (Chromium --dum
   - pages whose notebook stores widget state load the vendored require.js and html-manager from
     _static/ and every widget view was rendered by them;
   - nothing needs sideways scrolling in a 1280 px wide window (--width): no code cell, output, table,
-    display equation or figure is wider than the content column, with every toggle (hint, solution) open.
+    display equation or figure is wider than the content column, with every toggle (hint, solution) open;
+  - every interactive control works without a kernel: moving each slider over precomputed frames
+    (gm.viz.FrameSlider) changes the picture, and no live ipywidgets control is shown (it would be frozen).
 Exits 1 and lists each failing page with its reasons; 0 when every page passes.
 """
 
@@ -202,11 +204,33 @@ window.addEventListener("load", function () {
         }
       });
       document.documentElement.setAttribute("data-overflow", JSON.stringify(found));
+      // Controls: each slider over precomputed frames (gm.viz.FrameSlider) must change the picture when
+      // moved; a live ipywidgets control needs a kernel, so on the static page it would do nothing.
+      var dead = [];
+      document.querySelectorAll(".gm-frames").forEach(function (root) {
+        root.querySelectorAll("input[data-control]").forEach(function (input) {
+          var img = root.querySelector("img"), before = img && img.src;
+          var old = input.value;
+          input.value = String(Number(old) === Number(input.max) ? input.min : input.max);
+          input.dispatchEvent(new Event("input"));
+          if (!img || img.src === before) {
+            dead.push("slider '" + (input.parentElement.textContent || "").trim() + "' of " + root.id);
+          }
+          input.value = old;
+          input.dispatchEvent(new Event("input"));
+        });
+      });
+      article.querySelectorAll(".jupyter-widgets input, .jupyter-widgets select, " +
+                               ".jupyter-widgets button, .jupyter-widgets .slider").forEach(function (el) {
+        dead.push("live ipywidgets " + el.tagName.toLowerCase() + " (needs a running kernel)");
+      });
+      document.documentElement.setAttribute("data-controls", JSON.stringify(dead));
     }, 200);
   });
 });
 </script>"""
 OVERFLOW_RE = re.compile(r'<html[^>]*\sdata-overflow="([^"]*)"')
+CONTROLS_RE = re.compile(r'<html[^>]*\sdata-controls="([^"]*)"')
 
 
 def is_png_file(path: Path) -> bool:
@@ -275,6 +299,9 @@ def check_page(page: Path, chromium: str, budget_ms: int, timeout_s: float,
     else:
         for block in json.loads(html_module.unescape(overflow.group(1))):
             problems.append(f"needs sideways scrolling at {width} px: {block}")
+    controls = CONTROLS_RE.search(dom_html)
+    for control in json.loads(html_module.unescape(controls.group(1))) if controls else []:
+        problems.append(f"interactive control does nothing on the static page: {control}")
 
     # Figures: every image resolves; a chapter stores at least one PNG figure in a cell output
     # (the theme's own PNGs, e.g. the Colab logo, do not count).

@@ -1,6 +1,9 @@
-"""Draw the book's static diagrams with matplotlib (no data, no network).
+"""Draw the book's static diagrams with matplotlib (no network).
 
     python scripts/make_diagrams.py          # writes book/images/cascade.png
+
+The cascade figure shows real samples: the shipped tutorial models (chapter 4's base model, chapter 6's
+upsampler) run on the figure's caption with a fixed seed, a few seconds on a CPU.
 
 The figures are committed; re-run this after editing a diagram.
 """
@@ -38,15 +41,28 @@ def _arrow(ax, x0, y0, x1, y1, label=None, dy=0.12):
         ax.text((x0 + x1) / 2, (y0 + y1) / 2 + dy, label, ha="center", va="bottom", fontsize=8)
 
 
-def _image(ax, x, y, size, n, label):
-    """A checkerboard square standing for an image of n x n pixels."""
-    import numpy as np
-
-    rng = np.random.default_rng(n)
-    cells = rng.uniform(0.25, 0.95, size=(8, 8, 3))
-    ax.imshow(cells, extent=(x, x + size, y, y + size), interpolation="nearest", zorder=2)
+def _image(ax, x, y, size, image, label):
+    """An image [3, H, W] in [0, 1] drawn as a square of side `size`, with a label under it."""
+    ax.imshow(image.permute(1, 2, 0).numpy(), extent=(x, x + size, y, y + size), interpolation="nearest",
+              zorder=2)
     ax.add_patch(plt.Rectangle((x, y), size, size, fill=False, edgecolor="#333333", zorder=3))
     ax.text(x + size / 2, y - 0.12, label, ha="center", va="top", fontsize=8.5)
+
+
+CAPTION = "a large red circle in the top left"
+
+
+def samples(seed: int = 0):
+    """The tutorial cascade on CAPTION: (base sample 16 px, its upsampled 64 px image), each [3, H, W]."""
+    import torch
+
+    import glide_minimal as gm
+
+    torch.manual_seed(seed)
+    pipe = gm.load_pipeline("tutorial-text")
+    base = pipe(CAPTION, steps=50, seed=seed)
+    high = pipe(CAPTION, steps=50, seed=seed, upsample=True)
+    return base[0].cpu(), high[0].cpu()
 
 
 def cascade(path: Path) -> None:
@@ -56,7 +72,8 @@ def cascade(path: Path) -> None:
     ax.set_aspect("equal")
     ax.axis("off")
 
-    ax.text(0.05, 2.1, '"a corgi\nwearing a\nred bowtie"', ha="left", va="center", fontsize=9,
+    base, high = samples()
+    ax.text(-0.2, 2.1, '"a large red\ncircle in the\ntop left"', ha="left", va="center", fontsize=9,
             style="italic")
     _arrow(ax, 1.25, 2.1, 1.75, 2.1)
     _box(ax, 1.75, 1.15, 2.6, 1.9, "text transformer",
@@ -64,12 +81,12 @@ def cascade(path: Path) -> None:
     _arrow(ax, 4.35, 2.1, 4.85, 2.1)
     _box(ax, 4.85, 1.15, 2.5, 1.9, "base U-Net",
          ["noise -> 64x64", "2.3B; 3.5B with text", "CFG, 100 steps"], "#fdf0d5")
-    _image(ax, 7.7, 1.55, 0.75, 64, "64x64")
+    _image(ax, 7.7, 1.55, 0.75, base, "16 px here")
     _arrow(ax, 7.35, 1.92, 7.7, 1.92)
     _box(ax, 8.8, 1.15, 2.5, 1.9, "upsampler",
          ["64x64 -> 256x256", "1.5B (text width 1024)", "27 steps (fast27)"], "#e3f4e1")
     _arrow(ax, 8.45, 1.92, 8.8, 1.92)
-    _image(ax, 11.65, 1.4, 1.0, 256, "256x256")
+    _image(ax, 11.65, 1.4, 1.0, high, "64 px here")
     _arrow(ax, 11.3, 1.92, 11.65, 1.92)
     # The caption also conditions the upsampler (through its own, smaller text transformer).
     ax.annotate("", xy=(10.05, 3.05), xytext=(3.05, 3.05),
@@ -77,8 +94,9 @@ def cascade(path: Path) -> None:
                                 connectionstyle="arc3,rad=-0.10"))
     ax.text(6.55, 3.5, "the caption conditions both stages", ha="center", fontsize=8,
             color="#555555")
-    ax.text(6.5, 0.35, "this book's tutorial scale: base 16x16 -> upsampler 16 -> 64 (the same 4x), "
-            "1-10 M parameters, minutes on a CPU", ha="center", fontsize=8.5, color="#444444")
+    ax.text(6.5, 0.35, "boxes: GLIDE's sizes.  images: samples of this book's tutorial cascade for the caption,\n"
+            "base 16x16 -> upsampler 64x64 (the same 4x), 1-10 M parameters, seconds on a CPU",
+            ha="center", fontsize=8.5, color="#444444")
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, bbox_inches="tight", metadata={"Software": None})

@@ -1,9 +1,11 @@
-"""Every line of the chapters' code cells fits in 88 columns (issue 17).
+"""Every line of the chapters' code cells, and of what they print, fits in 88 columns (issue 17).
 
 Readers see the cells as written, on the book's pages and in Colab, where a longer line scrolls
 sideways. ruff does not read book/ (pyproject.toml excludes it), so this test holds the limit: it
 reads the notebooks' JSON only and runs nothing. IPython lines (`!git clone ...`, `%matplotlib`)
 count too; a long shell command splits with a trailing backslash, which IPython joins.
+The page's content column holds 88 characters of code at a 1280 px window (book/_theme); printed text
+outputs are held to the same width, so that a table keeps its columns instead of wrapping.
 """
 
 from __future__ import annotations
@@ -37,6 +39,37 @@ def test_code_cell_lines_fit_in_88_columns(path: Path):
                 too_long.append(f"{path.name} cell {index} line {number} ({len(line)} chars): {line}")
     assert not too_long, (f"{len(too_long)} code-cell line(s) over {MAX_LINE} characters "
                           "(cell = index in the notebook's cells, from 0):\n" + "\n".join(too_long))
+
+
+# Chapters whose printed tables are narrowed when they are next executed: with issue 15's retrained
+# tutorial-text, which changes every number they print. Until then their wider lines wrap on the page.
+WIDE_OUTPUTS_PENDING = {"04_text_conditioning.ipynb", "05_clip_guidance.ipynb", "06_upsampling.ipynb",
+                        "07_inpainting.ipynb", "08_scaling_up.ipynb"}
+
+
+def _shown_text(output: dict) -> str:
+    """The text an output shows on the page: a stream, or text/plain when nothing richer is shown
+    (a figure's or a widget's text/plain is only a fallback)."""
+    if output["output_type"] == "stream":
+        text = output["text"]
+    else:
+        data = output.get("data", {})
+        if any(mime.startswith("image/") or "widget" in mime or mime == "text/html" for mime in data):
+            return ""
+        text = data.get("text/plain", "")
+    return "".join(text) if isinstance(text, list) else text
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
+def test_printed_lines_fit_in_88_columns(path: Path):
+    if path.name in WIDE_OUTPUTS_PENDING:
+        pytest.skip("narrowed with its re-execution on the retrained tutorial-text (issue 15)")
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    too_long = [f"{path.name} cell {index} ({len(line)} chars): {line}"
+                for index, cell in enumerate(cells) if cell["cell_type"] == "code"
+                for output in cell.get("outputs", []) for line in _shown_text(output).splitlines()
+                if len(line) > MAX_LINE]
+    assert not too_long, f"{len(too_long)} printed line(s) over {MAX_LINE} characters:\n" + "\n".join(too_long)
 
 
 def _set_repository():
