@@ -36,16 +36,16 @@ def crop(images: torch.Tensor, corners: torch.Tensor, size: int) -> torch.Tensor
 
 
 def draw_aug_levels(n: int, max_level: int, generator: torch.Generator) -> torch.Tensor:
-    """Augmentation levels s [n], uniform in 0..max_level (Ho et al. 2021 train on a range of levels)."""
+    """Augmentation levels k [n], uniform in 0..max_level (Ho et al. 2021 train on a range of levels)."""
     return torch.randint(max_level + 1, (n,), generator=generator)
 
 
 def augment_low_res(diffusion, low_res: torch.Tensor, levels: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """Gaussian conditioning augmentation (cascaded diffusion, Ho et al. 2021, section 4.2).
 
-    The low-res image z_0 is replaced by z_s ~ q(z_s | z_0) = N(sqrt(abar_s) z_0, (1 - abar_s) I), the image
-    after s forward steps of `diffusion` (DDPM Eq. 4). s = 0 leaves it clean; s >= 1 is q_sample at chain
-    index s - 1 (the code's index t is the paper's step t + 1). Training on noised conditioning makes the
+    The low-res image z_0 is replaced by z_k ~ q(z_k | z_0) = N(sqrt(abar_k) z_0, (1 - abar_k) I), the image
+    after k forward steps of `diffusion` (DDPM Eq. 4). k = 0 leaves it clean; k >= 1 is q_sample at chain
+    index k - 1 (the code's index t is the paper's step t + 1). Training on noised conditioning makes the
     upsampler robust to the base model's small artefacts, which it never sees in true low-res renders.
     low_res [N, C, h, w], levels [N] long, noise [N, C, h, w] -> [N, C, h, w].
     """

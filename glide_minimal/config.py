@@ -60,7 +60,7 @@ class UNetConfig:
     # Extra input channels (added by the model; in_channels stays the channels of x_t):
     super_res: bool = False  # + the low-resolution image, upsampled bilinearly to image_size (in_channels more)
     inpaint: bool = False  # + the known image times the mask and the mask (in_channels + 1 more)
-    # super_res only: the noise-augmentation level s of the low-res image is an input (cascaded diffusion,
+    # super_res only: the noise-augmentation level k of the low-res image is an input (cascaded diffusion,
     # Ho et al. 2021), embedded like t and added to the time embedding. The released upsampler has none.
     aug_level_embed: bool = False
 
@@ -94,8 +94,8 @@ class DataConfig:
     # Super-resolution models (model.super_res): the conditioning image is the exact area-average of the
     # target at low_res_size px (0: image_size // 4, GLIDE's 4x).
     low_res_size: int = 0
-    # Noise augmentation (Ho et al. 2021, section 4.2): every low-res image is noised by s forward diffusion
-    # steps, s uniform in 0..low_res_aug_max (s = 0: clean; 0: off). low_res_aug_sample: the pipeline's default s.
+    # Noise augmentation (Ho et al. 2021, section 4.2): every low-res image is noised by k forward diffusion
+    # steps, k uniform in 0..low_res_aug_max (k = 0: clean; 0: off). low_res_aug_sample: the pipeline's default k.
     low_res_aug_max: int = 0
     low_res_aug_sample: int = 0
     # > 0: train on random crop_size x crop_size crops (with the matching low-res crop). The U-Net is fully

@@ -30,7 +30,8 @@ def get_named_beta_schedule(name: str, num_timesteps: int) -> np.ndarray:
                              f"{scale * 0.02:g}, must stay below 1), got {num_timesteps}; use squaredcos_cap_v2")
         return np.linspace(scale * 1e-4, scale * 0.02, num_timesteps, dtype=np.float64)
     if name == "squaredcos_cap_v2":
-        # Nichol & Dhariwal (2021) Eq. (17), offset s = 0.008 so beta_0 is not vanishingly small.
+        # Nichol & Dhariwal (2021) Eq. (17), offset delta = 0.008 (the paper's s; here s is the guidance
+        # scale) keeps beta_0 from vanishing.
         return betas_for_alpha_bar(num_timesteps, lambda t: math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2)
     raise ValueError(f"unknown noise schedule {name!r}; choose one of: {', '.join(SCHEDULES)}")
 
