@@ -272,6 +272,25 @@ def parse(text: str) -> Caption:
     return Caption(objects, any(held for _, held in read))
 
 
+def template(text: str) -> str:
+    """The same request in the template of the canonical captions, e.g. the held-out phrasing "in the middle
+    there is a red box that is big" -> "a large red square in the center": to compare a phrasing with the
+    template on the same objects. One object must name all four attributes; two objects their shape, color
+    and size and no place (the two-object template has none)."""
+    from .shapesworld import ShapeObject, caption  # the renderer's module; words only above
+
+    objects = parse(text).objects
+    needed = ("shape", "color", "size", "position") if len(objects) == 1 else ("shape", "color", "size")
+    for spec in objects:
+        missing = [a for a in needed if getattr(spec, a) is None]
+        if missing:
+            raise ValueError(f"{text!r} leaves {' and '.join(missing)} open; the template names every one of "
+                             f"{', '.join(needed)}")
+        if len(objects) == 2 and spec.position is not None:
+            raise ValueError(f"{text!r} places two objects; the two-object template has no places")
+    return caption([ShapeObject(o.shape, o.color, o.size, o.position, (0.5, 0.5)) for o in objects])
+
+
 # Every attribute value the evaluator's heads know, in vocabulary order (checked at import: the two lists agree).
 assert tuple(ATTRIBUTE_WORDS["shape"]) == SHAPES and tuple(ATTRIBUTE_WORDS["size"]) == SIZE_NAMES
 assert tuple(ATTRIBUTE_WORDS["position"]) == POSITIONS

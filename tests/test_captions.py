@@ -127,3 +127,27 @@ def test_a_config_with_varied_captions_needs_two_object_shapesworld():
         gm.load_config("tutorial-text", {"data.captions": "varied"})
     with pytest.raises(ValueError, match="choose one of: canonical, varied"):
         gm.load_config("tutorial-text", {"data.captions": "natural"})
+
+
+@pytest.mark.parametrize("phrasings", ["train", "held_out"])
+def test_template_restates_a_fully_named_caption_in_the_canonical_words(phrasings):
+    world, g = sw.ShapesWorld(16, 2, min_gap=0.0), torch.Generator().manual_seed(5)
+    checked = 0
+    for _ in range(300):
+        scene = world.scene(g)
+        if phrasings == "held_out":  # held-out phrasings always place their objects: one object
+            scene = scene[:1]
+        text = C.describe(scene, g, phrasings, p_leave_out=0.0, p_place=1.0 if len(scene) == 1 else 0.0)
+        assert C.template(text) == sw.caption(scene)
+        checked += 1
+    assert checked == 300
+    assert C.template("in the middle there is a red box that is big") == "a large red square in the center"
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("a red circle", "leaves size and position open"),
+    ("a small red circle on the left and a large blue box", "places two objects"),
+])
+def test_template_refuses_a_caption_it_cannot_restate(text, needle):
+    with pytest.raises(ValueError, match=needle):
+        C.template(text)
