@@ -277,8 +277,6 @@ def template(text: str) -> str:
     there is a red box that is big" -> "a large red square in the center": to compare a phrasing with the
     template on the same objects. One object must name all four attributes; two objects their shape, color
     and size and no place (the two-object template has none)."""
-    from .shapesworld import ShapeObject, caption  # the renderer's module; words only above
-
     objects = parse(text).objects
     needed = ("shape", "color", "size", "position") if len(objects) == 1 else ("shape", "color", "size")
     for spec in objects:
@@ -288,6 +286,35 @@ def template(text: str) -> str:
                              f"{', '.join(needed)}")
         if len(objects) == 2 and spec.position is not None:
             raise ValueError(f"{text!r} places two objects; the two-object template has no places")
+    return _template_of(objects)
+
+
+def changed_captions(text: str) -> list[str]:
+    """Every template caption that asks for something slightly different from a fully named one: one attribute
+    of one object changed to each other value, and (two objects) one attribute swapped between them when they
+    differ in it. "a large red circle in the top left" -> "a small red circle in the top left", "a large blue
+    circle in the top left", ... (17 for one object; the hard negatives of a CLIP, config clip.hard_negatives).
+    """
+    from dataclasses import replace
+
+    objects = parse(template(text)).objects  # fully named: template() refuses anything else
+    attrs = ("shape", "color", "size", "position") if len(objects) == 1 else ("shape", "color", "size")
+    requests = []
+    for i, spec in enumerate(objects):
+        for a in attrs:
+            for value in ATTRIBUTE_WORDS[a]:
+                if value != getattr(spec, a):
+                    requests.append(objects[:i] + (replace(spec, **{a: value}),) + objects[i + 1:])
+    if len(objects) == 2:
+        first, second = objects
+        requests += [(replace(first, **{a: getattr(second, a)}), replace(second, **{a: getattr(first, a)}))
+                     for a in attrs if getattr(first, a) != getattr(second, a)]
+    return [_template_of(r) for r in requests]
+
+
+def _template_of(objects) -> str:
+    from .shapesworld import ShapeObject, caption
+
     return caption([ShapeObject(o.shape, o.color, o.size, o.position, (0.5, 0.5)) for o in objects])
 
 

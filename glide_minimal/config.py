@@ -135,6 +135,12 @@ class CLIPConfig:
     input_norm: str = "none"
     part: str = "both"  # both encoders | image | text: one encoder alone (the release ships them as two files)
     noised: bool = True  # false: train on clean images only (t = 0), the ordinary CLIP GLIDE argues against
+    # Hard negatives (NegCLIP, Yuksekgonul et al. 2023): for each training caption, this many captions that differ
+    # from it in one attribute of one object, or swap an attribute between its two objects ("a red circle" ->
+    # "a blue circle"), drawn once when the data loads; they join the batch's captions as extra wrong answers
+    # for every image, so a CLIP must read each attribute, not only the easiest. ShapesWorld captions that name
+    # every attribute only (data.captions: canonical). 0: none.
+    hard_negatives: int = 0
 
 
 @dataclass
@@ -454,6 +460,11 @@ def _validate_data(cfg: Config) -> None:
     if data.captions == "varied" and (data.dataset != "shapesworld" or data.max_objects != 2):
         raise ValueError("data.captions: varied describes ShapesWorld scenes of one or two objects: set "
                          "data.dataset: shapesworld and data.max_objects: 2")
+    canonical = data.dataset == "shapesworld" and data.captions == "canonical"
+    if cfg.task == "clip" and cfg.clip.hard_negatives and not canonical:
+        raise ValueError(f"clip.hard_negatives changes one attribute of a caption that names them all: it needs "
+                         f"data.dataset: shapesworld with data.captions: canonical, got {data.dataset!r} with "
+                         f"{data.captions!r} (set clip.hard_negatives: 0)")
     network, size = ("clip", cfg.clip.image_size) if cfg.task == "clip" else ("model", m.image_size)
     if data.image_size != size:
         raise ValueError(f"data.image_size ({data.image_size}) must equal {network}.image_size ({size})")
@@ -473,6 +484,8 @@ def _validate_clip(c: CLIPConfig) -> None:
                              "share of the width)")
     if c.vocab_size < 0:
         raise ValueError(f"clip.vocab_size must be >= 0 (0: the tokenizer's size), got {c.vocab_size}")
+    if c.hard_negatives < 0:
+        raise ValueError(f"clip.hard_negatives must be >= 0 (0: none), got {c.hard_negatives}")
     if c.tokenizer == "bpe" and c.vocab_size < 258:
         raise ValueError(f"clip.tokenizer 'bpe' is learned with clip.vocab_size tokens: set it >= 258 "
                          f"(padding, the 256 bytes and merges; e.g. 4096), got {c.vocab_size}")

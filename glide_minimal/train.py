@@ -116,6 +116,20 @@ def non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
     return [k for k in suspects if not torch.isfinite(floating[k]).all()]
 
 
+def hard_negative_tokens(captions: list[str], k: int, tokenizer, seed: int) -> dict[str, torch.Tensor]:
+    """{"negative_tokens", "negative_mask": [N, k, L]}: for each caption, k of captions.changed_captions (drawn
+    without replacement while there are enough, with a generator seeded by `seed`), tokenized."""
+    from .captions import changed_captions
+
+    g, rows = torch.Generator().manual_seed(seed), []
+    for text in captions:
+        pool = changed_captions(text)
+        order = torch.cat([torch.randperm(len(pool), generator=g) for _ in range(-(-k // len(pool)))])[:k]
+        rows += [pool[j] for j in order.tolist()]
+    tokens, mask = tokenizer.padded_tokens_and_mask(rows)
+    return {"negative_tokens": tokens.view(len(captions), k, -1), "negative_mask": mask.view(len(captions), k, -1)}
+
+
 class Trainer:
     """Train cfg's model on cfg's data; checkpoints, the config and a JSONL log go to `out_dir`.
 
@@ -223,6 +237,9 @@ class Trainer:
             m = self.cfg.clip if self.cfg.task == "clip" else self.cfg.model
             tokens, mask = config_tokenizer(m).padded_tokens_and_mask(targets)
             cond = {"tokens": tokens, "mask": mask}
+            if self.cfg.task == "clip" and self.cfg.clip.hard_negatives:
+                cond.update(hard_negative_tokens(targets, self.cfg.clip.hard_negatives, config_tokenizer(m),
+                                                 self.cfg.train.seed))
         if self.cfg.task == "diffusion" and self.cfg.model.super_res:
             # The upsampler's conditioning: the exact area-average of each target (for ShapesWorld, its own
             # lower-resolution render), computed once; batch() crops and noise-augments it.
@@ -265,10 +282,12 @@ class Trainer:
     def loss_terms(self, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, kwargs: dict) -> dict:
         """Per-example terms [N] with a 'loss' among them, for the config's task."""
         if self.cfg.task == "clip":
+            negatives = {k: kwargs[k] for k in ("negative_tokens", "negative_mask") if k in kwargs}
             if not self.cfg.clip.noised:  # an ordinary CLIP: clean images only
-                return clip_loss_terms(self.ddp, x_start, torch.zeros_like(t), kwargs["tokens"], kwargs["mask"])
+                return clip_loss_terms(self.ddp, x_start, torch.zeros_like(t), kwargs["tokens"], kwargs["mask"],
+                                       **negatives)
             return clip_loss_terms(self.ddp, self.diffusion.q_sample(x_start, t, noise), t,
-                                   kwargs["tokens"], kwargs["mask"])
+                                   kwargs["tokens"], kwargs["mask"], **negatives)
         if self.cfg.task == "classifier":
             # A noised classifier learns p(y | x_t, t) on images noised exactly as the sampler will see them.
             logits = self.ddp(self.diffusion.q_sample(x_start, t, noise), self.diffusion.model_timesteps(t))

@@ -213,3 +213,63 @@ def test_clip_trains_with_the_trainer(tmp_path):
     trainer = Trainer(_tiny_clip_cfg(), tmp_path, progress=False)
     result = trainer.run()
     assert result["step"] == 3 and "accuracy" in result
+
+
+def test_hard_negatives_join_every_images_wrong_answers(tok):
+    """With hard negatives the image-to-caption softmax runs over the batch's captions and all N * k
+    negatives (the target stays on the image's own caption); the caption-to-image direction is unchanged."""
+    torch.manual_seed(0)
+    clip = build_model(_tiny_clip_cfg())
+    tokens, mask = tok.padded_tokens_and_mask(["a large red circle in the top left", "a small blue square on the left"])
+    negatives = [["a small red circle in the top left", "a large red square in the top left"],
+                 ["a small green square on the left", "a large blue square on the left"]]
+    neg_tokens, neg_mask = (x.view(2, 2, -1) for x in tok.padded_tokens_and_mask(sum(negatives, [])))
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([0, 10])
+    terms = clip_loss_terms(clip, x, t, tokens, mask, neg_tokens, neg_mask)
+    img, txt, scale = clip(x, t, torch.cat([tokens, neg_tokens.flatten(0, 1)]),
+                           torch.cat([mask, neg_mask.flatten(0, 1)]))
+    logits = scale * img @ txt.T  # [2 images, 2 captions + 4 negatives]
+    expected = -(logits.log_softmax(-1).diagonal() + logits[:, :2].T.log_softmax(-1).diagonal()) / 2
+    torch.testing.assert_close(terms["loss"], expected)
+    plain = clip_loss_terms(clip, x, t, tokens, mask)
+    assert (terms["loss"] > plain["loss"]).all()  # more wrong answers: a higher loss for the same weights
+
+
+def test_changed_captions_differ_in_exactly_one_attribute_or_swap_one():
+    from glide_minimal import captions
+
+    one = captions.changed_captions("a large red circle in the top left")
+    assert len(one) == 3 + 5 + 1 + 8 == len(set(one))  # other shapes, colors, the other size, other places
+    for text in one:
+        spec = captions.parse(text).objects[0]
+        changed = [a for a in ("shape", "color", "size", "position")
+                   if getattr(spec, a) != {"shape": "circle", "color": "red", "size": "large",
+                                           "position": "top left"}[a]]
+        assert len(changed) == 1, text
+    two = captions.changed_captions("a small red circle and a large blue square")
+    assert "a small blue circle and a large red square" in two  # colors swapped between the objects
+    assert "a small blue circle and a large blue square" in two  # one object's color changed
+    assert "a small red circle and a large blue square" not in two
+    with pytest.raises(ValueError, match="leaves size and position open"):
+        captions.changed_captions("a red circle")
+
+
+def test_a_clip_trains_and_resumes_exactly_with_hard_negatives(tmp_path):
+    negatives = {"clip.hard_negatives": 3, "train.ckpt_every": 2}
+    whole = Trainer(_tiny_clip_cfg(**negatives, **{"train.max_steps": 4}), tmp_path / "a", progress=False)
+    n, length = whole.cond["tokens"].shape
+    assert whole.cond["negative_tokens"].shape == (n, 3, length)
+    whole.run()
+    Trainer(_tiny_clip_cfg(**negatives, **{"train.max_steps": 2}), tmp_path / "b", progress=False).run()
+    resumed = Trainer(_tiny_clip_cfg(**negatives, **{"train.max_steps": 4}), tmp_path / "b", progress=False,
+                      resume=True)
+    resumed.run()
+    for key, value in whole.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=0)
+
+
+def test_hard_negatives_need_captions_that_name_every_attribute():
+    with pytest.raises(ValueError, match="clip.hard_negatives must be >= 0"):
+        _tiny_clip_cfg(**{"clip.hard_negatives": -1})
+    with pytest.raises(ValueError, match="needs data.dataset: shapesworld with data.captions: canonical"):
+        _tiny_clip_cfg(**{"clip.hard_negatives": 2, "data.max_objects": 2, "data.captions": "varied"})

@@ -133,17 +133,29 @@ class NoisedCLIP(nn.Module):
 
 
 def clip_loss_terms(model: nn.Module, x_t: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor,
-                    mask: torch.Tensor) -> dict[str, torch.Tensor]:
+                    mask: torch.Tensor, negative_tokens: torch.Tensor | None = None,
+                    negative_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """CLIP's symmetric contrastive loss, per example [N]; plus retrieval accuracy.
 
     ShapesWorld repeats captions within a batch, so every pair with an identical caption counts as a
     match (the target spreads over them) instead of being pushed apart as a false negative.
+    negative_tokens, negative_mask [N, k, L]: hard negatives (config clip.hard_negatives), captions that are
+    wrong for their image by one attribute; all N * k join the captions every image is scored against, as
+    extra wrong answers (NegCLIP). The caption-to-image direction is unchanged.
     """
-    image_emb, text_emb, scale = model(x_t, t, tokens, mask)
-    logits = scale * image_emb @ text_emb.T  # [N images, N captions]
+    n = len(tokens)
+    if negative_tokens is not None:  # one forward for all captions (DDP syncs what the forward used)
+        tokens_in = torch.cat([tokens, negative_tokens.flatten(0, 1)])
+        mask_in = torch.cat([mask, negative_mask.flatten(0, 1)])
+    else:
+        tokens_in, mask_in = tokens, mask
+    image_emb, text_emb, scale = model(x_t, t, tokens_in, mask_in)
+    logits_i = scale * image_emb @ text_emb.T  # [N images, N captions + N * k hard negatives]
+    logits = logits_i[:, :n]
     same = (tokens[:, None] == tokens[None]).all(-1).float()
     target = same / same.sum(-1, keepdim=True)
-    loss_i = -(target * logits.log_softmax(-1)).sum(-1)
     loss_t = -(target * logits.T.log_softmax(-1)).sum(-1)
+    target_i = torch.cat([target, target.new_zeros(n, logits_i.shape[1] - n)], dim=1)
+    loss_i = -(target_i * logits_i.log_softmax(-1)).sum(-1)
     correct = same.gather(1, logits.argmax(-1, keepdim=True))[:, 0]
     return {"loss": (loss_i + loss_t) / 2, "accuracy": correct}
