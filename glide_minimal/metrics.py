@@ -84,3 +84,32 @@ def seam_energy(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         total += (step * straddles).flatten(1).sum(1)
         count += straddles.flatten(1).sum(1)
     return total / count.where(count > 0, torch.tensor(float("nan")))
+
+
+@torch.no_grad()
+def attribute_retrieval(clip, tokenizer, x_t: torch.Tensor, t: torch.Tensor, captions: list[str]) -> dict[str, float]:
+    """How well a (noised) CLIP reads each attribute: for each image x_t [N, C, H, W] at t [N] and its fully named
+    ShapesWorld caption, whether the CLIP scores the caption above every caption that differs from it in that
+    attribute alone (captions.changed_captions). {attribute: fraction of images}; chance is 1 / (number of
+    values): 1/4 shape, 1/6 color, 1/2 size, 1/9 position. One-object captions name the position; two-object
+    ones ("a small red circle and a large blue square") do not, and add "binding": the caption above each
+    caption that swaps an attribute between its objects.
+    """
+    from .captions import changed_captions, parse
+
+    image_emb = clip.embed_image(x_t, t)
+    wins: dict[str, list[bool]] = {}
+    for emb, text in zip(image_emb, captions):
+        own = parse(text).objects
+        rivals: dict[str, list[str]] = {}
+        for other in changed_captions(text):
+            diffs = [a for o, p in zip(own, parse(other).objects) for a in ("shape", "color", "size", "position")
+                     if getattr(o, a) != getattr(p, a)]  # one attribute of one object, or a swap (two)
+            rivals.setdefault(diffs[0] if len(diffs) == 1 else "binding", []).append(other)
+        tokens, mask = tokenizer.padded_tokens_and_mask([text] + sum(rivals.values(), []))
+        scores = clip.embed_text(tokens.to(emb.device), mask.to(emb.device)) @ emb
+        start = 1
+        for kind, texts in rivals.items():
+            wins.setdefault(kind, []).append(bool((scores[0] > scores[start:start + len(texts)]).all()))
+            start += len(texts)
+    return {kind: sum(w) / len(w) for kind, w in wins.items()}

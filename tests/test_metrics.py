@@ -9,6 +9,7 @@ import torch
 
 from glide_minimal.datasets import DIGITS_TEST_SIZE, PHOTOS, load_digits, load_photo
 from glide_minimal.metrics import (
+    attribute_retrieval,
     class_entropy,
     frechet_distance,
     kernel_distance,
@@ -179,3 +180,40 @@ def test_seam_energy_measures_the_step_across_the_mask_edge_only():
     assert seam_energy(flat[None], nothing).isnan().all()
     with pytest.raises(ValueError, match=r"masks must be \[N, 1, H, W\]"):
         seam_energy(flat[None], mask)
+
+
+class _AttributeCLIP(torch.nn.Module):
+    """A stand-in CLIP that reads the attributes it is told to: images are one-hot codes of their caption's
+    values, captions embed the same way, and an unread attribute is left out of both."""
+
+    def __init__(self, read: tuple[str, ...]):
+        super().__init__()
+        from glide_minimal.vocabulary import ATTRIBUTE_WORDS
+
+        self.read = read
+        self.slots = [(a, v) for a in ("shape", "color", "size", "position") for v in ATTRIBUTE_WORDS[a]]
+
+    def code(self, text: str) -> torch.Tensor:
+        from glide_minimal.captions import parse
+
+        spec = parse(text).objects[0]
+        return torch.tensor([float(a in self.read and getattr(spec, a) == v) for a, v in self.slots])
+
+    def embed_image(self, x_t, t):  # the test's "images" are their captions' codes
+        return x_t
+
+    def embed_text(self, tokens, mask):
+        return torch.stack([self.code(self.tokenizer.decode(row.tolist())) for row in tokens])
+
+
+def test_attribute_retrieval_finds_what_a_clip_reads_and_what_it_does_not():
+    from glide_minimal.models import get_tokenizer
+
+    tokenizer = get_tokenizer("shapesworld", 12)
+    captions = ["a large red circle in the top left", "a small blue square on the right",
+                "a large green cross in the center", "a small yellow triangle in the bottom"]
+    clip = _AttributeCLIP(read=("color", "size", "position"))  # blind to shape
+    clip.tokenizer = tokenizer
+    images = torch.stack([clip.code(c) for c in captions])
+    result = attribute_retrieval(clip, tokenizer, images, torch.zeros(4, dtype=torch.long), captions)
+    assert result == {"shape": 0.0, "color": 1.0, "size": 1.0, "position": 1.0}  # a tie is not a win
