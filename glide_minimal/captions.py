@@ -19,7 +19,7 @@ with such an order, whether describe() wrote it or a person did. Words only, no 
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -295,8 +295,6 @@ def changed_captions(text: str) -> list[str]:
     differ in it. "a large red circle in the top left" -> "a small red circle in the top left", "a large blue
     circle in the top left", ... (17 for one object; the hard negatives of a CLIP, config clip.hard_negatives).
     """
-    from dataclasses import replace
-
     objects = parse(template(text)).objects  # fully named: template() refuses anything else
     attrs = ("shape", "color", "size", "position") if len(objects) == 1 else ("shape", "color", "size")
     requests = []
@@ -313,7 +311,7 @@ def changed_captions(text: str) -> list[str]:
 
 
 def _template_of(objects) -> str:
-    from .shapesworld import ShapeObject, caption
+    from .shapesworld import ShapeObject, caption  # the renderer's module (it imports this one); words only above
 
     return caption([ShapeObject(o.shape, o.color, o.size, o.position, (0.5, 0.5)) for o in objects])
 

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from scipy import linalg
 
+from .captions import changed_captions, parse
+
 
 def class_entropy(predicted: torch.Tensor, num_classes: int) -> float:
     """Entropy (bits) of the histogram of predicted classes [N] long in 0..num_classes-1: log2(num_classes)
@@ -95,8 +97,6 @@ def attribute_retrieval(clip, tokenizer, x_t: torch.Tensor, t: torch.Tensor, cap
     ones ("a small red circle and a large blue square") do not, and add "binding": the caption above each
     caption that swaps an attribute between its objects.
     """
-    from .captions import changed_captions, parse
-
     image_emb = clip.embed_image(x_t, t)
     wins: dict[str, list[bool]] = {}
     for emb, text in zip(image_emb, captions):

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from .captions import changed_captions
 from .checkpoint import (
     CheckpointError,
     atomic_write_bytes,
@@ -119,8 +120,6 @@ def non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
 def hard_negative_tokens(captions: list[str], k: int, tokenizer, seed: int) -> dict[str, torch.Tensor]:
     """{"negative_tokens", "negative_mask": [N, k, L]}: for each caption, k of captions.changed_captions (drawn
     without replacement while there are enough, with a generator seeded by `seed`), tokenized."""
-    from .captions import changed_captions
-
     g, rows = torch.Generator().manual_seed(seed), []
     for text in captions:
         pool = changed_captions(text)
