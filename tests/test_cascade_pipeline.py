@@ -376,3 +376,49 @@ def test_dpm_solver_refuses_gradient_guidance_and_eta_before_any_work(text):
         text(PROMPT, sampler="dpm++2m", eta=0.5, steps=3)
     with pytest.raises(ValueError, match=r"upsample_sampler 'euler'; choose one of: ancestral, ddim, dpm\+\+2m"):
         text(PROMPT, upsample=True, upsample_sampler="euler", steps=3)
+
+
+# -- sketch edits (SDEdit) -------------------------------------------------------------------------------
+@pytest.mark.parametrize("sampler", ["ancestral", "ddim", "dpm++2m"])
+def test_strength_runs_only_the_lower_part_of_the_chain_from_the_noised_init(text, sampler, monkeypatch):
+    base = text
+    init = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    seen = []
+    model_fn = base.model_fn
+    monkeypatch.setattr(base, "model_fn", lambda x, t, **kw: (seen.append(int(t[0])), model_fn(x, t, **kw))[1])
+    base.sample(2, steps=10, sampler=sampler, seed=0, init=init, strength=0.3, model_kwargs=base.tokens([""] * 2))
+    chain = base.diffusion(10)
+    assert [int(chain.timestep_map[i]) for i in (2, 1, 0)] == seen  # 0.3 of 10 steps: indices 2, 1, 0
+    seen.clear()
+    full = base.sample(2, steps=10, sampler=sampler, seed=0, model_kwargs=base.tokens([""] * 2))
+    assert len(seen) == 10
+    seen.clear()
+    same = base.sample(2, steps=10, sampler=sampler, seed=0, init=init, strength=1.0,
+                       model_kwargs=base.tokens([""] * 2))
+    assert torch.equal(full, same)  # strength 1 is ordinary sampling: init unused
+
+
+def test_a_small_strength_keeps_the_sketch_and_a_large_one_does_not(edit):
+    image, _ = edit_inputs(2)
+    fill = torch.zeros(2, 1, 32, 32)
+    fill[..., 8:24, 8:24] = 1  # keep a frame, fill the middle
+    mask = 1 - fill
+    light = edit(PROMPT, image, mask, strength=0.1, **FAST)
+    heavy = edit(PROMPT, image, mask, strength=1.0, **FAST)
+    hole = (1 - mask).expand_as(image) > 0.5
+    assert (light[hole] - image[hole]).abs().mean() < (heavy[hole] - image[hole]).abs().mean()
+
+
+@pytest.mark.parametrize("strength", [0, -0.5, 1.5, float("nan")])
+def test_strength_outside_0_1_is_a_clear_error(edit, strength):
+    image, mask = edit_inputs(1)
+    with pytest.raises(ValueError, match=r"strength must be (a finite number )?in \(0, 1\], got"):
+        edit(PROMPT, image, mask, strength=strength, **FAST)
+
+
+def test_start_outside_the_chain_is_a_clear_error():
+    from glide_minimal.diffusion.sampling import p_sample_loop
+
+    chain = GaussianDiffusion.from_config(tiny_text_config().diffusion, "5")
+    with pytest.raises(ValueError, match=r"start must be a chain index in 0..4 \(this chain has 5 steps\), got 7"):
+        p_sample_loop(chain, lambda x, t: torch.zeros(1, 6, 8, 8), (1, 3, 8, 8), start=7)

@@ -29,12 +29,20 @@ class Trajectory:
 
 
 def _loop(step_fn: Callable, diffusion: GaussianDiffusion, shape: tuple, noise: torch.Tensor | None,
-          generator: torch.Generator | None, device, progress: bool, return_trajectory: bool, desc: str):
+          generator: torch.Generator | None, device, progress: bool, return_trajectory: bool, desc: str,
+          start: int | None = None):
+    """Run step_fn from chain index `start` (default the top, num_timesteps - 1; `noise` is x at that index)
+    down to 0. A lower start continues a partly noised image (SDEdit: GaussianDiffusion.q_sample to it)."""
+    top = diffusion.num_timesteps - 1
+    if start is None:
+        start = top
+    elif isinstance(start, bool) or not isinstance(start, int) or not 0 <= start <= top:
+        raise ValueError(f"start must be a chain index in 0..{top} (this chain has {top + 1} steps), got {start!r}")
     device = torch.device(device) if device is not None else (
         noise.device if noise is not None else torch.device("cpu"))
     x = noise if noise is not None else torch.randn(shape, generator=generator, device=device)
     steps, xs, x0s = [], [], []
-    for i in tqdm(range(diffusion.num_timesteps - 1, -1, -1), disable=not progress, desc=desc):
+    for i in tqdm(range(start, -1, -1), disable=not progress, desc=desc):
         t = torch.full((x.shape[0],), i, device=device, dtype=torch.long)
         x, pred_xstart = step_fn(x, t)
         if return_trajectory:
@@ -51,11 +59,11 @@ def p_sample_loop(diffusion: GaussianDiffusion, model_fn: Callable, shape: tuple
                   model_kwargs: dict | None = None, cond_fn: Callable | None = None,
                   denoised_fn: Callable | None = None, clip_denoised: bool = True,
                   generator: torch.Generator | None = None, device=None,
-                  progress: bool = False, return_trajectory: bool = False):
+                  progress: bool = False, return_trajectory: bool = False, start: int | None = None):
     """Ancestral sampling from x_T ~ N(0, I) to x_0, shape [N, C, H, W].
 
     noise: x_T (default: drawn from the generator); GLIDE's upsampler passes N(0, I) * 0.997 here, a
-    temperature on the starting noise only.
+    temperature on the starting noise only. start: begin at this chain index instead, `noise` being x there.
     Returns x_0, or (x_0, Trajectory) with return_trajectory.
     """
 
@@ -69,7 +77,7 @@ def p_sample_loop(diffusion: GaussianDiffusion, model_fn: Callable, shape: tuple
         nonzero = (t != 0).to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))  # no noise at the last step
         return mean + nonzero * torch.exp(0.5 * out["log_variance"]) * z, out["pred_xstart"]
 
-    return _loop(step, diffusion, shape, noise, generator, device, progress, return_trajectory, "sampling")
+    return _loop(step, diffusion, shape, noise, generator, device, progress, return_trajectory, "sampling", start)
 
 
 @torch.no_grad()
@@ -77,8 +85,9 @@ def ddim_sample_loop(diffusion: GaussianDiffusion, model_fn: Callable, shape: tu
                      noise: torch.Tensor | None = None, model_kwargs: dict | None = None,
                      cond_fn: Callable | None = None, denoised_fn: Callable | None = None,
                      clip_denoised: bool = True, generator: torch.Generator | None = None, device=None,
-                     progress: bool = False, return_trajectory: bool = False):
+                     progress: bool = False, return_trajectory: bool = False, start: int | None = None):
     """DDIM sampling (Song et al. 2020, Eq. 12); eta=0 is deterministic, eta=1 matches DDPM's variance.
+    start: begin at this chain index, `noise` being x there (as p_sample_loop).
 
     Returns x_0 [N, C, H, W], or (x_0, Trajectory) with return_trajectory.
     """
@@ -102,7 +111,7 @@ def ddim_sample_loop(diffusion: GaussianDiffusion, model_fn: Callable, shape: tu
         nonzero = (t != 0).to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
         return mean + nonzero * sigma * z, out["pred_xstart"]
 
-    return _loop(step, diffusion, shape, noise, generator, device, progress, return_trajectory, "ddim")
+    return _loop(step, diffusion, shape, noise, generator, device, progress, return_trajectory, "ddim", start)
 
 
 # -- DPM-Solver++(2M) -------------------------------------------------------------------------------
@@ -182,7 +191,8 @@ def dpm_solver_sample_loop(diffusion: GaussianDiffusion, model_fn: Callable, sha
                            noise: torch.Tensor | None = None, model_kwargs: dict | None = None,
                            denoised_fn: Callable | None = None, clip_denoised: bool = True,
                            generator: torch.Generator | None = None, device=None, progress: bool = False,
-                           return_trajectory: bool = False, lower_order_final: bool = True):
+                           return_trajectory: bool = False, lower_order_final: bool = True,
+                           start: int | None = None):
     """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): a deterministic, second-order multistep solver
     of the probability-flow ODE in its data-prediction (x_0) form, from x_T to x_0 of shape [N, C, H, W].
 
@@ -220,7 +230,8 @@ def dpm_solver_sample_loop(diffusion: GaussianDiffusion, model_fn: Callable, sha
     There is no cond_fn: gradient guidance (CLIP, classifier) needs p_sample_loop or ddim_sample_loop.
     Conditioning goes through model_kwargs; classifier-free guidance is a wrapped model_fn.
 
-    noise: x_T [N, C, H, W] (default: drawn from the generator, which nothing else uses).
+    noise: x_T [N, C, H, W] (default: drawn from the generator, which nothing else uses); start: begin at this
+    chain index instead, `noise` being x there (its first step is first order, as from the top).
     Returns x_0 [N, C, H, W], or (x_0, Trajectory) with return_trajectory: per step the x it produced
     and the pred_xstart it used.
     """
@@ -240,4 +251,5 @@ def dpm_solver_sample_loop(diffusion: GaussianDiffusion, model_fn: Callable, sha
         history[:] = [out["pred_xstart"]]  # Q <- x_theta(x_{t_{i-1}}, t_{i-1}) (lines 3, 5 and 10)
         return x_next, out["pred_xstart"]
 
-    return _loop(step, diffusion, shape, noise, generator, device, progress, return_trajectory, "dpm-solver++")
+    return _loop(step, diffusion, shape, noise, generator, device, progress, return_trajectory, "dpm-solver++",
+                 start)

@@ -121,7 +121,7 @@ class DiffusionPipeline:
     def sample(self, num_images: int, *, steps: int | str | None = None, sampler: str = "ancestral",
                eta: float = 0.0, seed: int | None = 0, model_kwargs: dict | None = None, cond_fn=None,
                model_fn=None, denoised_fn=None, noise_scale: float = 1.0, progress: bool = False,
-               return_trajectory: bool = False):
+               return_trajectory: bool = False, init: torch.Tensor | None = None, strength: float = 1.0):
         """x_0 in the model's [-1, 1] space, [N, C, H, W] (and a Trajectory with return_trajectory).
 
         model_fn: a wrapped model (e.g. classifier-free guidance); default: the plain model.
@@ -129,6 +129,9 @@ class DiffusionPipeline:
         noise_scale: scales the starting noise x_T (GLIDE's upsampler samples with 0.997).
         sampler: "ancestral" (DDPM), "ddim" (eta: its noise, in [0, 1]; 0: deterministic) or "dpm++2m"
         (DPM-Solver++(2M), deterministic, no cond_fn); seed: None draws a fresh one.
+        init, strength (SDEdit, Meng et al. 2022): start from init [N, C, H, W] in [-1, 1] noised to the step
+        `strength` of the way up the chain, and run only the steps below it: 1.0 starts from pure noise (init
+        unused), a small strength keeps most of init. GLIDE edits from a user's sketch this way.
         """
         num_images = check_count("num_images", num_images)
         noise_scale = check_finite_range("noise_scale", noise_scale, 0, None, lo_open=True)
@@ -137,12 +140,21 @@ class DiffusionPipeline:
         m = self.cfg.model
         shape = (num_images, m.in_channels, m.image_size, m.image_size)
         generator = make_generator(seed, self.device)
-        noise = None
+        strength = check_finite_range("strength", strength, 0, 1, lo_open=True)
+        diffusion = self.diffusion(steps)
+        noise, start = None, None
         if noise_scale != 1.0:  # drawn exactly as the loop would draw it, then scaled
             noise = torch.randn(shape, generator=generator, device=self.device) * noise_scale
+        if strength < 1.0:
+            if init is None or tuple(init.shape) != shape:
+                raise ValueError(f"strength < 1 continues an image: pass init of shape {shape} in [-1, 1], got "
+                                 f"{None if init is None else tuple(init.shape)}")
+            start = max(0, round(strength * diffusion.num_timesteps) - 1)
+            t = torch.full((num_images,), start, device=self.device, dtype=torch.long)
+            eps = torch.randn(shape, generator=generator, device=self.device)
+            noise = diffusion.q_sample(init.to(self.device), t, eps)
         common = dict(model_kwargs=model_kwargs, denoised_fn=denoised_fn, noise=noise, generator=generator,
-                      device=self.device, progress=progress, return_trajectory=return_trajectory)
-        diffusion = self.diffusion(steps)
+                      device=self.device, progress=progress, return_trajectory=return_trajectory, start=start)
         model_fn = model_fn or self.model_fn
         if sampler == "dpm++2m":
             return dpm_solver_sample_loop(diffusion, model_fn, shape, **common)

@@ -103,14 +103,20 @@ class InpaintPipeline:
                  guidance_scale: float = 3.0, steps: int | str | None = None, sampler: str = "ancestral",
                  eta: float = 0.0, seed: int | None = 0, upsample_steps: int | str | None = RELEASE_UPSAMPLE_STEPS,
                  upsample_temperature: float = RELEASE_UPSAMPLE_TEMPERATURE, upsample_sampler: str = "ancestral",
-                 aug_level: int | None = None, progress: bool = False, return_low_res: bool = False):
+                 aug_level: int | None = None, progress: bool = False, return_low_res: bool = False,
+                 strength: float = 1.0):
         """Edited images [N, 3, S, S] in [0, 1] (and the base stage's [N, 3, s, s] with return_low_res).
+
+        strength < 1 edits from a sketch (GLIDE's sketch edits, SDEdit-style: Meng et al. 2022): the base stage
+        starts from `image` itself, the rough sketch painted into the region to fill, noised `strength` of the
+        way up the chain, instead of from pure noise; lower keeps more of the sketch's colors and layout.
 
         The upsampler stage samples ancestrally over fast27 from x_T scaled by 0.997, as the release's
         inpainting notebook does (its text-to-image notebook uses DDIM instead: TextPipeline's default).
 
         prompt: one string for every image, or a list with one per image ("" is unconditional).
         """
+        check_finite_range("strength", strength, 0, 1, lo_open=True)
         base, up, seed = self.check_settings(prompt, method, guidance_scale, steps, sampler, eta, seed,
                                              upsample_steps, upsample_sampler, upsample_temperature, aug_level)
         size, small = up.cfg.model.image_size, base.cfg.model.image_size
@@ -136,7 +142,7 @@ class InpaintPipeline:
             g = make_generator(seed, self.device, BASE_REPLACEMENT_STREAM)
             model_fn = replacement_model_fn(model_fn, full, x_small, keep_small, g)
         low = base.sample(n, steps=steps, sampler=sampler, eta=eta, seed=seed, model_kwargs=kwargs, model_fn=model_fn,
-                          denoised_fn=denoised_fn, progress=progress)
+                          denoised_fn=denoised_fn, progress=progress, init=x_small, strength=strength)
         low = torch.where(keep_small > 0.5, x_small, low)
 
         # Stage 2, full size: the upsampler, conditioned on stage 1's result (GLIDE's settings, no guidance).
