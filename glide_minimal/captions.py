@@ -277,6 +277,11 @@ def template(text: str) -> str:
     there is a red box that is big" -> "a large red square in the center": to compare a phrasing with the
     template on the same objects. One object must name all four attributes; two objects their shape, color
     and size and no place (the two-object template has none)."""
+    return _template_of(_fully_named(text))
+
+
+def _fully_named(text: str) -> tuple[ObjectSpec, ...]:
+    """The objects of a caption the template can restate, or a ValueError saying what it leaves open."""
     objects = parse(text).objects
     needed = ("shape", "color", "size", "position") if len(objects) == 1 else ("shape", "color", "size")
     for spec in objects:
@@ -286,7 +291,7 @@ def template(text: str) -> str:
                              f"{', '.join(needed)}")
         if len(objects) == 2 and spec.position is not None:
             raise ValueError(f"{text!r} places two objects; the two-object template has no places")
-    return _template_of(objects)
+    return objects
 
 
 def changed_captions(text: str) -> list[str]:
@@ -295,19 +300,25 @@ def changed_captions(text: str) -> list[str]:
     differ in it. "a large red circle in the top left" -> "a small red circle in the top left", "a large blue
     circle in the top left", ... (17 for one object; the hard negatives of a CLIP, config clip.hard_negatives).
     """
-    objects = parse(template(text)).objects  # fully named: template() refuses anything else
+    return [caption for _, caption in changed_captions_by_kind(text)]
+
+
+def changed_captions_by_kind(text: str) -> list[tuple[str, str]]:
+    """changed_captions with what each changes: (attribute, caption) for one attribute of one object changed,
+    ("binding", caption) for an attribute swapped between the two objects."""
+    objects = _fully_named(text)
     attrs = ("shape", "color", "size", "position") if len(objects) == 1 else ("shape", "color", "size")
-    requests = []
+    changes = []
     for i, spec in enumerate(objects):
         for a in attrs:
             for value in ATTRIBUTE_WORDS[a]:
                 if value != getattr(spec, a):
-                    requests.append(objects[:i] + (replace(spec, **{a: value}),) + objects[i + 1:])
+                    changes.append((a, objects[:i] + (replace(spec, **{a: value}),) + objects[i + 1:]))
     if len(objects) == 2:
         first, second = objects
-        requests += [(replace(first, **{a: getattr(second, a)}), replace(second, **{a: getattr(first, a)}))
-                     for a in attrs if getattr(first, a) != getattr(second, a)]
-    return [_template_of(r) for r in requests]
+        changes += [("binding", (replace(first, **{a: getattr(second, a)}), replace(second, **{a: getattr(first, a)})))
+                    for a in attrs if getattr(first, a) != getattr(second, a)]
+    return [(kind, _template_of(request)) for kind, request in changes]
 
 
 def _template_of(objects) -> str:

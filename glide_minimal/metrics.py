@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from scipy import linalg
 
-from .captions import changed_captions, parse
+from .captions import changed_captions_by_kind
 
 
 def class_entropy(predicted: torch.Tensor, num_classes: int) -> float:
@@ -100,12 +100,9 @@ def attribute_retrieval(clip, tokenizer, x_t: torch.Tensor, t: torch.Tensor, cap
     image_emb = clip.embed_image(x_t, t)
     wins: dict[str, list[bool]] = {}
     for emb, text in zip(image_emb, captions):
-        own = parse(text).objects
         rivals: dict[str, list[str]] = {}
-        for other in changed_captions(text):
-            diffs = [a for o, p in zip(own, parse(other).objects) for a in ("shape", "color", "size", "position")
-                     if getattr(o, a) != getattr(p, a)]  # one attribute of one object, or a swap (two)
-            rivals.setdefault(diffs[0] if len(diffs) == 1 else "binding", []).append(other)
+        for kind, other in changed_captions_by_kind(text):
+            rivals.setdefault(kind, []).append(other)
         tokens, mask = tokenizer.padded_tokens_and_mask([text] + sum(rivals.values(), []))
         scores = clip.embed_text(tokens.to(emb.device), mask.to(emb.device)) @ emb
         start = 1

@@ -234,11 +234,11 @@ class Trainer:
             cond = {"labels": targets}
         else:  # captions, tokenized once with the model's tokenizer
             m = self.cfg.clip if self.cfg.task == "clip" else self.cfg.model
-            tokens, mask = config_tokenizer(m).padded_tokens_and_mask(targets)
+            tokenizer = config_tokenizer(m)
+            tokens, mask = tokenizer.padded_tokens_and_mask(targets)
             cond = {"tokens": tokens, "mask": mask}
             if self.cfg.task == "clip" and self.cfg.clip.hard_negatives:
-                cond.update(hard_negative_tokens(targets, self.cfg.clip.hard_negatives, config_tokenizer(m),
-                                                 self.cfg.train.seed))
+                cond.update(hard_negative_tokens(targets, self.cfg.clip.hard_negatives, tokenizer, self.cfg.train.seed))
         if self.cfg.task == "diffusion" and self.cfg.model.super_res:
             # The upsampler's conditioning: the exact area-average of each target (for ShapesWorld, its own
             # lower-resolution render), computed once; batch() crops and noise-augments it.
