@@ -187,7 +187,7 @@ def unet_diagram(model, ax=None):
         y = -level
         ax.add_patch(Rectangle((i - 0.38, y - 0.34), 0.76, 0.68, facecolor=colors[part],
                                edgecolor="crimson" if attn else "0.3", linewidth=2 if attn else 1))
-        short = "\n".join(ABBREVIATIONS.get(part, part) for part in label.split("+"))
+        short = "\n".join(ABBREVIATIONS.get(piece, piece) for piece in label.split("+"))
         ax.text(i, y + 0.02, short, ha="center", va="center", fontsize=8)
         ax.text(i, y - 0.45, f"{channels}", ha="center", va="top", fontsize=7, color="0.3")
         positions.append((i, y))

@@ -177,8 +177,9 @@ def run_chromium(chromium: str, url: str, extra: list[str], budget_ms: int, time
 
 # Injected into a copy of the page: once MathJax has typeset, open every toggle and list each element that
 # needs sideways scrolling (a scroller whose content is wider than it) or sticks out past the content column's
-# right edge (only the outermost such element), as JSON in an attribute of <html>, which --dump-dom keeps.
-OVERFLOW_JS = r"""<script>
+# right edge (only the outermost such element), and each control that does nothing without a kernel, as JSON in
+# attributes of <html>, which --dump-dom keeps.
+PAGE_CHECK_JS = r"""<script>
 window.addEventListener("load", function () {
   var ready = (window.MathJax && MathJax.startup && MathJax.startup.promise) || Promise.resolve();
   ready.then(function () {
@@ -279,9 +280,9 @@ def check_page(page: Path, chromium: str, budget_ms: int, timeout_s: float,
                 problems.append(f"{name} is not the vendored copy under _static/vendored/: {hits}")
 
     # The DOM after the page's scripts ran, laid out at the reader's width: read from a copy of the page (in
-    # its folder, so that relative links resolve) with OVERFLOW_JS added.
+    # its folder, so that relative links resolve) with PAGE_CHECK_JS added.
     probe = page.with_name(f".check-pages-{page.name}")
-    probe.write_text(page.read_text(encoding="utf-8").replace("</body>", OVERFLOW_JS + "</body>", 1),
+    probe.write_text(page.read_text(encoding="utf-8").replace("</body>", PAGE_CHECK_JS + "</body>", 1),
                      encoding="utf-8")
     try:
         dom_html = run_chromium(chromium, probe.resolve().as_uri(), ["--dump-dom", f"--window-size={width},2000"],
