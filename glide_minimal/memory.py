@@ -7,6 +7,7 @@ forward pass: the tensors its saved-tensor hooks see, parameters excluded.
 """
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 
 import torch
@@ -170,17 +171,20 @@ def per_gpu_memory(cfg: Config, gpus: int, fp: Footprint | None = None) -> list[
 
 ASSUMPTIONS = """\
 Assumptions (estimates; measure on the real card before a long run):
-- fp32 master weights, fp32 gradients, AdamW's two fp32 moments and an fp32 EMA: 4 + 4 + 8 + 4 bytes per
-  parameter. DDP keeps all of it on every GPU; FSDP (fully_shard, ZeRO-3) keeps 1/N of each.
-- activations: what autograd keeps for one forward at the per-GPU micro-batch (global batch / (GPUs x
-  train.grad_accum_steps)), measured on the meta device, halved for bf16 autocast. Attention runs in SDPA
-  kernels that never store the attention matrix. Checkpointing keeps each block's input and recomputes
-  one block at a time in backward (about one extra forward of compute).
-- copies: DDP under bf16 autocast keeps a bf16 cast of every weight for backward (2 bytes per parameter);
-  FSDP holds the unsharded weights and gradients of the root unit and of two blocks (the one running and
-  the one prefetched).
-- a card fits when the total is at most 90 % of 80 GiB (the rest: CUDA context, fragmentation, NCCL).
-  Not counted: temporary buffers of single kernels and the data batch itself."""
+- fp32 master weights, fp32 gradients, AdamW's two fp32 moments and an fp32 EMA:
+  4 + 4 + 8 + 4 bytes per parameter. DDP keeps all of it on every GPU; FSDP
+  (fully_shard, ZeRO-3) keeps 1/N of each.
+- activations: what autograd keeps for one forward at the per-GPU micro-batch
+  (global batch / (GPUs x train.grad_accum_steps)), measured on the meta device,
+  halved for bf16 autocast. Attention runs in SDPA kernels that never store the
+  attention matrix. Checkpointing keeps each block's input and recomputes one
+  block at a time in backward (about one extra forward of compute).
+- copies: DDP under bf16 autocast keeps a bf16 cast of every weight for backward
+  (2 bytes per parameter); FSDP holds the unsharded weights and gradients of the
+  root unit and of two blocks (the one running and the one prefetched).
+- a card fits when the total is at most 90 % of 80 GiB (the rest: CUDA context,
+  fragmentation, NCCL). Not counted: temporary buffers of single kernels and the
+  data batch itself."""
 
 
 def format_report(cfg: Config, gpus: int, card_bytes: float = CARD_BYTES) -> str:
@@ -189,20 +193,27 @@ def format_report(cfg: Config, gpus: int, card_bytes: float = CARD_BYTES) -> str
     rows = per_gpu_memory(cfg, gpus, fp)
     gib = lambda b: f"{b / GIB:.2f}"
     precision = "fp32" if activation_scale(cfg) == 1 else "bf16"
+    # at most 88 columns wide, like every line the book prints: long values wrap under their value
+    wrap = lambda label, text: textwrap.fill(text, 88, initial_indent=f"{label:<12}",
+                                             subsequent_indent=" " * 12)
+    name = max(28, 1 + max(len(r.strategy) for r in rows))  # 88 columns up to 99 GPUs
     lines = [
-        f"config      {cfg.name}: {cfg.description}",
-        f"parameters  {fp.parameters:,}",
-        f"compute     {forward_flops(cfg) / 1e9:,.2f} GFLOP per image per forward (a training step: about 3x)",
-        f"batch       global {cfg.train.batch_size} over {gpus} GPU{'s' * (gpus > 1)} x {cfg.train.grad_accum_steps} "
-        f"accumulation step(s): {micro_batch(cfg, gpus):g} images per GPU per forward ({precision} activations)",
-        f"config says train.parallel {cfg.train.parallel}, "
-        f"train.activation_checkpointing {str(cfg.train.activation_checkpointing).lower()}",
+        wrap("config", f"{cfg.name}: {cfg.description}"),
+        wrap("parameters", f"{fp.parameters:,}"),
+        wrap("compute", f"{forward_flops(cfg) / 1e9:,.2f} GFLOP per image per forward "
+                        "(a training step: about 3x)"),
+        wrap("batch", f"global {cfg.train.batch_size} over {gpus} GPU{'s' * (gpus > 1)} x "
+                      f"{cfg.train.grad_accum_steps} accumulation step(s): {micro_batch(cfg, gpus):g} "
+                      f"images per GPU per forward ({precision} activations)"),
+        wrap("config says", f"train.parallel {cfg.train.parallel}, train.activation_checkpointing "
+                            f"{str(cfg.train.activation_checkpointing).lower()}"),
         "",
-        f"{'per GPU (GiB)':<32}{'weights':>9}{'grads':>9}{'AdamW':>9}{'EMA':>9}{'activ.':>9}{'copies':>10}"
-        f"{'total':>9}  fits {card_bytes / GIB:g} GiB",
+        f"{'per GPU (GiB)':<{name}}{'weights':>7}{'grads':>8}{'AdamW':>8}{'EMA':>8}{'activ.':>8}"
+        f"{'copies':>8}{'total':>8} fits",
     ]
     for r in rows:
-        lines.append(f"{r.strategy:<32}{gib(r.weights):>9}{gib(r.grads):>9}{gib(r.adamw):>9}{gib(r.ema):>9}"
-                     f"{gib(r.activations):>9}{gib(r.copies):>10}{gib(r.total):>9}"
-                     f"  {'yes' if r.fits(card_bytes) else 'no'}")
+        lines.append(f"{r.strategy:<{name}}{gib(r.weights):>7}{gib(r.grads):>8}{gib(r.adamw):>8}"
+                     f"{gib(r.ema):>8}{gib(r.activations):>8}{gib(r.copies):>8}{gib(r.total):>8}"
+                     f" {'yes' if r.fits(card_bytes) else 'no':>4}")
+    lines.append(f"(fits: the total is within 90 % of one {card_bytes / GIB:g} GiB card)")
     return "\n".join(lines + ["", ASSUMPTIONS])
