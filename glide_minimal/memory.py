@@ -215,5 +215,5 @@ def format_report(cfg: Config, gpus: int, card_bytes: float = CARD_BYTES) -> str
         lines.append(f"{r.strategy:<{name}}{gib(r.weights):>7}{gib(r.grads):>8}{gib(r.adamw):>8}"
                      f"{gib(r.ema):>8}{gib(r.activations):>8}{gib(r.copies):>8}{gib(r.total):>8}"
                      f" {'yes' if r.fits(card_bytes) else 'no':>4}")
-    lines.append(f"(fits: the total is within 90 % of one {card_bytes / GIB:g} GiB card)")
+    lines.append(f"(fits: the total is within {USABLE * 100:g} % of one {card_bytes / GIB:g} GiB card)")
     return "\n".join(lines + ["", ASSUMPTIONS])
