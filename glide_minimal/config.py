@@ -459,7 +459,8 @@ def _validate_data(cfg: Config) -> None:
         raise ValueError(f"data.max_objects must be 1 or 2, got {data.max_objects}")
     if data.captions == "varied" and (data.dataset != "shapesworld" or data.max_objects != 2):
         raise ValueError("data.captions: varied describes ShapesWorld scenes of one or two objects: set "
-                         "data.dataset: shapesworld and data.max_objects: 2")
+                         "data.dataset: shapesworld and data.max_objects: 2 (a folder or shards bring their own "
+                         "captions: set data.captions: canonical, the default)")
     canonical = data.dataset == "shapesworld" and data.captions == "canonical"
     if cfg.task == "clip" and cfg.clip.hard_negatives and not canonical:
         raise ValueError(f"clip.hard_negatives changes one attribute of a caption that names them all: it needs "

@@ -6,6 +6,11 @@ step of fine-tuning the inpainting model computes exactly what the text model co
 new inputs are; training then teaches it to use them. The same holds for adding the low-resolution
 input of an upsampler or the noise-augmentation level (whose embedding's last layer starts at zero).
 
+A word-level text model may also move to a larger vocabulary and a longer caption context (chapter 4's
+curriculum: from the canonical captions of one object to the captions people write): each known word keeps
+its embedding, found by the word rather than by its id, and the context grows between the caption's words
+and the last position, whose output is the pooled caption vector.
+
     model = build_model(load_config("tutorial-text-inpaint"))
     init_from_pretrained(model, "tutorial-text")   # every weight copied, the 4 new input channels zero
 """
@@ -19,13 +24,53 @@ import torch
 from . import pretrained
 from .checkpoint import CheckpointError
 from .config import UNetConfig, config_from_dict
+from .models.text import WordTokenizer
 from .models.unet import UNet, input_channel_groups
+from .vocabulary import WORD_VOCABULARIES
 
 FIRST_CONV = "input_blocks.0.0.weight"
 # Fields that may differ between the source and the fine-tuned model: the added inputs, and dropout (no weights).
 ADDED_INPUTS = ("super_res", "inpaint", "aug_level_embed")
-MAY_DIFFER = (*ADDED_INPUTS, "dropout", "tokenizer_file")  # (where a learned BPE lives: the Trainer copies it)
+# A word-level vocabulary may grow (words added) and the text context lengthen: grow_text_weights.
+TEXT_MAY_GROW = ("tokenizer", "text_ctx", "text_vocab_size")
+MAY_DIFFER = (*ADDED_INPUTS, *TEXT_MAY_GROW, "dropout", "tokenizer_file")  # (tokenizer_file: the Trainer copies it)
 NEW_MODULES = ("aug_embed.",)  # parameters a source without aug_level_embed lacks; they keep their (zero-ended) init
+TOKEN_EMBEDDING = "text_encoder.token_embedding.weight"
+PER_POSITION = ("text_encoder.positional_embedding", "text_encoder.padding_embedding")  # [text_ctx, W] each
+
+
+def grow_text_weights(source: dict[str, torch.Tensor], source_cfg: UNetConfig, target_cfg: UNetConfig,
+                      own: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The text encoder's tensors of a larger word vocabulary and a longer context, from the source's.
+
+    token_embedding [V, W]: the row of each source word moves to that word's id in the target vocabulary
+    (padding stays id 0); a word the source never saw keeps its init. positional and padding embeddings
+    [L, W]: positions 0 .. L0-2 are copied, the source's last position (whose output GLIDE pools) becomes
+    the target's last, and the positions between keep their init. Returns only the tensors that changed.
+    """
+    same = all(getattr(source_cfg, k) == getattr(target_cfg, k) for k in TEXT_MAY_GROW)
+    if same or not source_cfg.text_ctx:
+        return {}
+    names = (source_cfg.tokenizer, target_cfg.tokenizer)
+    if any(name not in WORD_VOCABULARIES for name in names):
+        raise CheckpointError(f"the tokenizer can change only between word-level vocabularies "
+                              f"({', '.join(WORD_VOCABULARIES)}), not from {names[0]!r} to {names[1]!r}")
+    old, new = (WordTokenizer(WORD_VOCABULARIES[name], 1) for name in names)
+    missing = [w for w in old.vocab if w not in new.ids]
+    if missing:
+        raise CheckpointError(f"model.tokenizer {names[1]!r} lacks words the source model knows: {' '.join(missing)}")
+    if target_cfg.text_ctx < source_cfg.text_ctx:
+        raise CheckpointError(f"model.text_ctx can grow, not shrink: the source has {source_cfg.text_ctx}, this "
+                              f"model {target_cfg.text_ctx}")
+    grown = {TOKEN_EMBEDDING: own[TOKEN_EMBEDDING].clone()}
+    for word, i in old.ids.items():
+        grown[TOKEN_EMBEDDING][new.ids[word]] = source[TOKEN_EMBEDDING][i]
+    for key in PER_POSITION:
+        if key in own:
+            grown[key] = own[key].clone()
+            grown[key][:source_cfg.text_ctx - 1] = source[key][:-1]
+            grown[key][-1] = source[key][-1]
+    return grown
 
 
 def transfer_weights(source: dict[str, torch.Tensor], source_cfg: UNetConfig, model: UNet) -> list[str]:
@@ -34,7 +79,8 @@ def transfer_weights(source: dict[str, torch.Tensor], source_cfg: UNetConfig, mo
     The first conv's kernel [C_out, C_in, 3, 3] is copied input by input (x_t, inpaint_image,
     inpaint_mask, low_res: see input_channel_groups, which also moves the low-res channels to their
     place after the inpainting ones); inputs the source lacks get zero weights. The aug_level embedding,
-    if the source lacks it, keeps its init (last layer zero). Every other tensor is copied as is.
+    if the source lacks it, keeps its init (last layer zero). A word-level text encoder may gain words
+    and context (grow_text_weights). Every other tensor is copied as is.
     Returns the names of the tensors that did not come entirely from the source.
     """
     target_cfg = model.cfg
@@ -52,9 +98,13 @@ def transfer_weights(source: dict[str, torch.Tensor], source_cfg: UNetConfig, mo
     if unexpected:
         raise CheckpointError(f"the source has {len(unexpected)} tensors this model lacks, e.g. {unexpected[:3]}")
     old_groups, new_groups = input_channel_groups(source_cfg), input_channel_groups(target_cfg)
+    grown = grow_text_weights(source, source_cfg, target_cfg, own)
     state, fresh = {}, []
     for key, value in own.items():
-        if key == FIRST_CONV:
+        if key in grown:
+            state[key] = grown[key].to(value.dtype)
+            fresh.append(key)
+        elif key == FIRST_CONV:
             kernel = torch.zeros_like(value)  # inputs the source never saw: zero weights, no effect at init
             for name, channels in old_groups.items():
                 kernel[:, new_groups[name]] = source[key][:, channels].to(value.dtype)

@@ -120,11 +120,13 @@ def test_varied_dataset_fits_large_and_small_objects_side_by_side():
 def test_a_config_with_varied_captions_needs_two_object_shapesworld():
     import glide_minimal as gm
 
-    cfg = gm.load_config("tutorial-text", {"data.captions": "varied", "data.max_objects": 2,
-                                           "model.tokenizer": "shapesworld-varied", "model.text_ctx": 32})
-    assert cfg.data.captions == "varied"
+    cfg = gm.load_config("tutorial-text-varied")  # chapter 4's second model trains on them
+    assert (cfg.data.captions, cfg.data.max_objects, cfg.model.tokenizer) == ("varied", 2, "shapesworld-varied")
+    assert gm.load_config("tutorial-text-varied-gpu").data.captions == "varied"
     with pytest.raises(ValueError, match="data.max_objects: 2"):
-        gm.load_config("tutorial-text", {"data.captions": "varied"})
+        gm.load_config("tutorial-text-varied", {"data.max_objects": 1})
+    with pytest.raises(ValueError, match="a folder or shards bring their own captions"):
+        gm.load_config("tutorial-text-varied", {"data.dataset": "folder", "data.path": "somewhere"})
     with pytest.raises(ValueError, match="choose one of: canonical, varied"):
         gm.load_config("tutorial-text", {"data.captions": "natural"})
 

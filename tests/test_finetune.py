@@ -123,3 +123,45 @@ def test_trainer_starts_from_train_init_from(tmp_path, monkeypatch):
         weight = model.input_blocks[0][0].weight
         assert torch.equal(weight[:, :3], src.input_blocks[0][0].weight) and not weight[:, 3:].any()
         assert torch.equal(model.out[2].weight, src.out[2].weight)
+
+
+def test_a_word_level_text_model_grows_its_vocabulary_and_context():
+    """Chapter 4's curriculum: the canonical-caption model starts the varied-caption one, word by word."""
+    from glide_minimal.models.text import get_tokenizer
+
+    src, src_cfg = trained()  # tokenizer shapesworld, text_ctx 12
+    cfg = tiny_text_config({"model.tokenizer": "shapesworld-varied", "model.text_ctx": 20})
+    torch.manual_seed(1)
+    model = build_model(cfg).eval()
+    fresh = transfer_weights(src.state_dict(), src_cfg.model, model)
+    assert set(fresh) == {"text_encoder.token_embedding.weight", "text_encoder.positional_embedding",
+                          "text_encoder.padding_embedding"}
+    old, new = get_tokenizer("shapesworld", 12), get_tokenizer("shapesworld-varied", 20)
+    old_rows, new_rows = src.text_encoder.token_embedding.weight, model.text_encoder.token_embedding.weight
+    for word in ("red", "circle", "top", "on"):  # found by the word: the ids differ between the vocabularies
+        assert torch.equal(new_rows[new.ids[word]], old_rows[old.ids[word]])
+    assert old.ids["top"] != new.ids["top"]
+    assert torch.equal(new_rows[0], old_rows[0])  # padding
+    for key in ("positional_embedding", "padding_embedding"):
+        before, after = getattr(src.text_encoder, key), getattr(model.text_encoder, key)
+        assert torch.equal(after[:11], before[:11]) and torch.equal(after[-1], before[-1])  # the pooled slot last
+        assert not torch.equal(after[11], before[11])  # the positions between keep their init
+    # Everything else is the source's: the U-Net body reads the same weights.
+    assert torch.equal(model.input_blocks[1][0].in_layers[2].weight, src.input_blocks[1][0].in_layers[2].weight)
+
+
+@pytest.mark.parametrize("target, message", [
+    ({"model.tokenizer": "shapesworld-varied", "model.text_ctx": 8}, "model.text_ctx can grow, not shrink"),
+    ({"model.tokenizer": "bpe", "model.text_vocab_size": 300, "model.tokenizer_file": "x.json"},
+     "only between word-level vocabularies"),
+])
+def test_a_text_model_cannot_shrink_its_context_or_leave_word_level_vocabularies(target, message):
+    src, src_cfg = trained()
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        transfer_weights(src.state_dict(), src_cfg.model, build_model(tiny_text_config(target)))
+
+
+def test_a_vocabulary_that_lacks_source_words_is_an_error():
+    src, src_cfg = trained({"model.tokenizer": "shapesworld-varied", "model.text_ctx": 20})
+    with pytest.raises(CheckpointError, match="lacks words the source model knows: .*little"):
+        transfer_weights(src.state_dict(), src_cfg.model, build_model(tiny_text_config()))
