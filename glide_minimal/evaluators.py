@@ -87,6 +87,17 @@ def _shift(images: torch.Tensor, generator: torch.Generator, max_shift: int = 1)
     return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
 
 
+def _round_to_shipped_precision(model: nn.Module) -> nn.Module:
+    """Round the weights to float16 and back, in place: the evaluators ship in float16 (half the bytes of
+    float32; no decision of a judge on its test renders changes), so their recorded accuracy is measured
+    on exactly the weights a reader loads."""
+    with torch.no_grad():
+        for tensor in itertools.chain(model.parameters(), model.buffers()):
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.half().float())
+    return model
+
+
 def train_digit_evaluator(image_size: int = 16, steps: int = 1500, batch_size: int = 128, seed: int = 0,
                           lr: float = 2e-3) -> tuple[DigitClassifier, float]:
     """Train the evaluator on the real train split; returns (model, accuracy on the held-out test split)."""
@@ -104,7 +115,7 @@ def train_digit_evaluator(image_size: int = 16, steps: int = 1500, batch_size: i
         loss.backward()
         opt.step()
         sched.step()
-    model.eval()
+    _round_to_shipped_precision(model.eval())
     x_test, y_test = load_digits(image_size, "test")
     with torch.no_grad():
         acc = (model((x_test + 1) / 2).argmax(1) == y_test).float().mean().item()
@@ -246,7 +257,7 @@ def train_shapes_evaluator(image_size: int = 16, steps: int = 1500, batch_size: 
         loss.backward()
         opt.step()
         sched.step()
-    model.eval()
+    _round_to_shipped_precision(model.eval())
     test_g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         logits = model(_augment(images.repeat(4, 1, 1, 1), test_g))
@@ -385,7 +396,7 @@ def train_scene_evaluator(image_size: int = 16, steps: int = 3000, batch_size: i
         loss.backward()
         opt.step()
         sched.step()
-    model.eval()
+    _round_to_shipped_precision(model.eval())
     test_g = torch.Generator().manual_seed(seed + 1)
     test_images, _, test_scenes = world.sample(2000, test_g)
     judge = SceneEvaluator(model)

@@ -44,7 +44,7 @@ else:
                for k, v in acc.items()}
     command += f" --image-size {args.image_size}"
 wall = time.perf_counter() - start
-pretrained.publish(name, model.state_dict(), config, dtype=torch.float32,
+pretrained.publish(name, model.state_dict(), config, dtype=torch.float16,
                    record={"command": command, "steps": args.steps, "seed": args.seed, "wall_time_s": round(wall, 1),
                            "metrics": metrics})
 print(f"{name}: {metrics} after {args.steps} steps ({wall:.0f} s)")

@@ -53,6 +53,29 @@ def test_every_image_is_a_64px_rgba_png(lines):
             assert (image.format, image.size, image.mode) == ("PNG", (64, 64), "RGBA"), name
 
 
+def test_rgba_png_is_lossless_and_keeps_rgba(fetch_emoji):
+    pytest.importorskip("oxipng")
+    import io
+
+    import numpy as np
+    # a palette image with a transparent index: the script must give RGBA with the same pixels
+    pixels = np.random.default_rng(0).integers(0, 4, (64, 64), dtype=np.uint8)
+    source = Image.fromarray(pixels, mode="P")
+    source.putpalette([255, 0, 0, 0, 255, 0, 0, 0, 255, 9, 9, 9])
+    source.info["transparency"] = 3
+    raw = io.BytesIO()
+    source.save(raw, format="PNG")
+    out = fetch_emoji.rgba_png(raw.getvalue(), "fixture")
+    assert out == fetch_emoji.rgba_png(raw.getvalue(), "fixture")  # deterministic
+    with Image.open(io.BytesIO(out)) as image:
+        assert (image.format, image.size, image.mode) == ("PNG", (64, 64), "RGBA")
+        assert np.array_equal(np.asarray(image), np.asarray(source.convert("RGBA")))
+    with pytest.raises(ValueError, match="32x32"):
+        small = io.BytesIO()
+        Image.new("RGBA", (32, 32), (1, 2, 3, 255)).save(small, format="PNG")
+        fetch_emoji.rgba_png(small.getvalue(), "small")
+
+
 def test_captions(lines, fetch_emoji):
     for line in lines:
         text = line["text"]
