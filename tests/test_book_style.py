@@ -41,11 +41,6 @@ def test_code_cell_lines_fit_in_88_columns(path: Path):
                           "(cell = index in the notebook's cells, from 0):\n" + "\n".join(too_long))
 
 
-# Chapter 4 is rebuilt around issue 15's retrained tutorial-text (varied captions) and narrowed with it;
-# until then its wider lines wrap on the page.
-WIDE_OUTPUTS_PENDING: set[str] = set()
-
-
 def _shown_text(output: dict) -> str:
     """The text an output shows on the page: a stream, or text/plain when nothing richer is shown
     (a figure's or a widget's text/plain is only a fallback)."""
@@ -61,8 +56,6 @@ def _shown_text(output: dict) -> str:
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
 def test_printed_lines_fit_in_88_columns(path: Path):
-    if path.name in WIDE_OUTPUTS_PENDING:
-        pytest.skip("narrowed with its re-execution on the retrained tutorial-text (issue 15)")
     cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
     too_long = [f"{path.name} cell {index} ({len(line)} chars): {line}"
                 for index, cell in enumerate(cells) if cell["cell_type"] == "code"
