@@ -22,6 +22,8 @@ from glide_minimal.train import Trainer
 # assembly moved out of Trainer.batch into conditioning.training_batch (git 322ef9c). Integer and bool tensors:
 # the first 16 hex digits of the sha256 of their int64 bytes (exact); float tensors: (sum, sum of x * w) in
 # float64, w = (position % 7) - 3 (a weighting that also notices reordered elements), rounded to 6 decimals.
+# tutorial-text-clip's hard negatives (clip.hard_negatives: 4) were recorded when its recipe took them up; the
+# rest of its batch is unchanged by them.
 RECORDED = {
     ("tutorial-ddpm", 0, 1, 0): {"x_start": (-6356.5, -0.601562), "t": "648582c2920d9350",
         "noise": (-125.518867, 205.326895)},
@@ -40,9 +42,11 @@ RECORDED = {
     ("tutorial-text", 0, 1, 7): {"x_start": (-41773.829644, -33.846816), "t": "9771edc0ea14fe63",
         "noise": (-272.554809, -580.509904), "mask": "149e078b1dee2928", "tokens": "d13db6065a54f2e4"},
     ("tutorial-text-clip", 0, 1, 0): {"x_start": (-83934.273558, -16.102478), "t": "ae198176b81cca6f",
-        "noise": (-266.17142, -769.269162), "mask": "d282803a064d69e9", "tokens": "6b4d2003775bdf93"},
+        "noise": (-266.17142, -769.269162), "mask": "d282803a064d69e9", "tokens": "6b4d2003775bdf93",
+        "negative_tokens": "12f39ba286f1e63e", "negative_mask": "415a900c133ac6a2"},
     ("tutorial-text-clip", 0, 1, 7): {"x_start": (-82475.110872, -24.984683), "t": "2cf496c46ba68775",
-        "noise": (-305.42674, -455.815436), "mask": "e65ef76caa6a9d46", "tokens": "aafd950e6c93cde4"},
+        "noise": (-305.42674, -455.815436), "mask": "e65ef76caa6a9d46", "tokens": "aafd950e6c93cde4",
+        "negative_tokens": "549b0def7a013427", "negative_mask": "83faac8b12de2adb"},
     ("tutorial-text-upsample", 0, 1, 0): {"x_start": (-80672.446047, -8.115197), "t": "60ca2252dbe8f4e7",
         "noise": (-257.519143, 975.424076), "aug_level": "48f317afd35fbad9", "low_res": (-5014.901985, 49.129419),
         "mask": "fe76b999fe5d5d26", "tokens": "8a7df61205549971"},
