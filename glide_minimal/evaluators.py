@@ -87,14 +87,18 @@ def _shift(images: torch.Tensor, generator: torch.Generator, max_shift: int = 1)
     return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
 
 
+# The evaluators ship in float16: half the bytes of float32, and no decision of a judge on its test renders
+# changes. scripts/train_evaluator.py publishes them in it.
+SHIPPED_DTYPE = torch.float16
+
+
 def _round_to_shipped_precision(model: nn.Module) -> nn.Module:
-    """Round the weights to float16 and back, in place: the evaluators ship in float16 (half the bytes of
-    float32; no decision of a judge on its test renders changes), so their recorded accuracy is measured
-    on exactly the weights a reader loads."""
+    """Round the weights to SHIPPED_DTYPE and back, in place, so that an evaluator's recorded accuracy is
+    measured on exactly the weights a reader loads."""
     with torch.no_grad():
         for tensor in itertools.chain(model.parameters(), model.buffers()):
             if tensor.is_floating_point():
-                tensor.copy_(tensor.half().float())
+                tensor.copy_(tensor.to(SHIPPED_DTYPE).float())
     return model
 
 
@@ -282,10 +286,10 @@ class ShapesEvaluator(Judge):
         idx = {a: logits[a].argmax(-1).tolist() for a in ATTRIBUTES}
         return [{a: self.classes[a][idx[a][i]] for a in ATTRIBUTES} for i in range(len(images))]
 
-    def caption_accuracy(self, images: torch.Tensor, captions: list[str]) -> dict[str, float]:
-        """Fraction of images whose every captioned attribute the evaluator reads back ("caption"), and per attribute.
+    def caption_scores(self, images: torch.Tensor, captions: list[str]) -> list[dict[str, bool]]:
+        """Per image: is each captioned attribute read back, and "caption": all of them.
 
-        Captions are one-object ShapesWorld captions; an attribute the caption leaves out is not scored.
+        Captions are one-object ShapesWorld captions; an attribute the caption leaves out counts as read back.
         """
         if len(captions) != len(images):
             raise ValueError(f"got {len(images)} images but {len(captions)} captions")
@@ -295,11 +299,17 @@ class ShapesEvaluator(Judge):
             if len(objects) != 1:
                 raise ValueError(f"the evaluator reads one object per image; {c!r} names {len(objects)}")
             wanted.append(dict(zip(ATTRIBUTES, objects[0])))
-        got = self.predict(images)
-        right = {a: [w[a] is None or w[a] == g[a] for w, g in zip(wanted, got)] for a in ATTRIBUTES}
-        out = {a: sum(r) / len(r) for a, r in right.items()}
-        out["caption"] = sum(all(right[a][i] for a in ATTRIBUTES) for i in range(len(images))) / len(images)
-        return out
+        scores = []
+        for w, g in zip(wanted, self.predict(images)):
+            right = {a: w[a] is None or w[a] == g[a] for a in ATTRIBUTES}
+            scores.append({**right, "caption": all(right.values())})
+        return scores
+
+    def caption_accuracy(self, images: torch.Tensor, captions: list[str]) -> dict[str, float]:
+        """Fraction of images whose every captioned attribute the evaluator reads back ("caption"), and per
+        attribute: the mean of caption_scores."""
+        scores = self.caption_scores(images, captions)
+        return {k: sum(s[k] for s in scores) / len(scores) for k in scores[0]}
 
     def diversity(self, images: torch.Tensor, captions: list[str]) -> float:
         """Mean pairwise feature distance between images of the same caption, averaged over captions."""

@@ -16,7 +16,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from glide_minimal import pretrained  # noqa: E402
-from glide_minimal.evaluators import train_digit_evaluator, train_scene_evaluator, train_shapes_evaluator  # noqa: E402
+from glide_minimal.evaluators import SHIPPED_DTYPE, train_digit_evaluator, train_scene_evaluator, train_shapes_evaluator  # noqa: E402
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--world", choices=["digits", "shapes", "scenes"], default="digits")
@@ -44,7 +44,7 @@ else:
                for k, v in acc.items()}
     command += f" --image-size {args.image_size}"
 wall = time.perf_counter() - start
-pretrained.publish(name, model.state_dict(), config, dtype=torch.float16,
+pretrained.publish(name, model.state_dict(), config, dtype=SHIPPED_DTYPE,
                    record={"command": command, "steps": args.steps, "seed": args.seed, "wall_time_s": round(wall, 1),
                            "metrics": metrics})
 print(f"{name}: {metrics} after {args.steps} steps ({wall:.0f} s)")

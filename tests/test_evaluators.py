@@ -96,6 +96,21 @@ def test_shapes_evaluator_scores_captions_and_names_bad_input():
     assert len(labels["position"]) == len(images) == 432
 
 
+def test_shapes_evaluator_scores_each_image_and_accuracy_is_their_mean():
+    from glide_minimal.evaluators import shapes_evaluator
+    from glide_minimal.shapesworld import render_caption
+
+    judge = shapes_evaluator(16)
+    drawn = ["a large red circle in the center", "a small blue square in the top left"]
+    images = torch.stack([render_caption(c, 16) for c in drawn])
+    asked = ["a large red circle in the center", "a small green square in the top left"]
+    scores = judge.caption_scores(images, asked)
+    assert scores[0] == dict.fromkeys(["shape", "color", "size", "position", "caption"], True)
+    assert scores[1] == {"shape": True, "color": False, "size": True, "position": True, "caption": False}
+    acc = judge.caption_accuracy(images, asked)
+    assert acc == {"shape": 1.0, "color": 0.5, "size": 1.0, "position": 1.0, "caption": 0.5}
+
+
 def test_load_evaluator_builds_the_judge_its_checkpoint_names_and_refuses_a_diffusion_model():
     assert gm.load_evaluator is load_evaluator
     assert isinstance(load_evaluator(), DigitEvaluator)  # digits-evaluator
