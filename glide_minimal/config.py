@@ -86,6 +86,7 @@ class DataConfig:
     # ShapesWorld only:
     max_objects: int = 1  # 1: every single-object scene once; 2: num_scenes random one- or two-object scenes
     num_scenes: int = 4000  # scenes drawn when max_objects is 2
+    two_object_share: float = 0.5  # of those scenes, the share with two objects (the rest have one)
     held_out: tuple[str, ...] = ("magenta triangle", "cyan cross")  # "color shape" pairs never trained on
     # canonical: "a large red circle in the top left", one caption per scene. varied (chapter 4, captions.py):
     # num_scenes one- or two-object scenes, each with a caption people might write (synonyms, word orders,
@@ -457,6 +458,10 @@ def _validate_data(cfg: Config) -> None:
         raise ValueError(f"data.shuffle_buffer must be >= 1, got {data.shuffle_buffer}")
     if data.max_objects not in (1, 2):
         raise ValueError(f"data.max_objects must be 1 or 2, got {data.max_objects}")
+    if not 0.0 <= data.two_object_share <= 1.0 or (data.two_object_share != 0.5 and data.max_objects != 2):
+        raise ValueError(f"data.two_object_share is the share of two-object scenes, a probability in [0, 1] that "
+                         f"needs data.max_objects: 2; got {data.two_object_share} with max_objects "
+                         f"{data.max_objects}")
     if data.captions == "varied" and (data.dataset != "shapesworld" or data.max_objects != 2):
         raise ValueError("data.captions: varied describes ShapesWorld scenes of one or two objects: set "
                          "data.dataset: shapesworld and data.max_objects: 2 (a folder or shards bring their own "

@@ -78,14 +78,15 @@ def parse_held_out(pairs) -> tuple[tuple[str, str], ...]:
 
 def load_shapesworld(image_size: int = 16, max_objects: int = 1, split: str = "train", num_scenes: int = 4000,
                      held_out=("magenta triangle", "cyan cross"), seed: int = 0,
-                     captions: str = "canonical") -> tuple[torch.Tensor, list[str]]:
+                     captions: str = "canonical", two_object_share: float = 0.5) -> tuple[torch.Tensor, list[str]]:
     """Captioned ShapesWorld scenes: images [N, 3, image_size, image_size] in [-1, 1] and N captions.
 
     max_objects=1: every single-object scene of the split exactly once (the world has 432; the held-out
     (color, shape) pairs are in split "held_out" only). max_objects=2: num_scenes random scenes with one
     or two objects, drawn with `seed`. captions="varied" (max_objects=2): objects may sit a hair apart (so
     a large and a small one fit side by side), and each scene gets a caption people might write
-    (captions.describe, training phrasings), drawn from the same generator.
+    (captions.describe, training phrasings), drawn from the same generator. two_object_share: the share of
+    scenes with two objects (max_objects=2).
     """
     if captions not in ("canonical", "varied"):
         raise ValueError(f"unknown captions {captions!r}; choose one of: canonical, varied")
@@ -95,11 +96,12 @@ def load_shapesworld(image_size: int = 16, max_objects: int = 1, split: str = "t
     if captions == "varied":
         if max_objects != 2:
             raise ValueError("varied captions describe scenes of one or two objects: pass max_objects=2")
-        world, g = ShapesWorld(image_size, 2, held, min_gap=0.0), torch.Generator().manual_seed(seed)
+        world = ShapesWorld(image_size, 2, held, min_gap=0.0, two_object_share=two_object_share)
+        g = torch.Generator().manual_seed(seed)
         scenes = [world.scene(g, split) for _ in range(num_scenes)]
         return (torch.stack([render(s, image_size) for s in scenes]) * 2 - 1,
                 [describe(s, g) for s in scenes])
-    world = ShapesWorld(image_size, max_objects, held)
+    world = ShapesWorld(image_size, max_objects, held, two_object_share=two_object_share)
     if max_objects == 1:
         scenes = [[ShapeObject(shape, color, size, pos, grid_center(pos, size))]
                   for shape, color, size, pos in all_combinations()
@@ -117,5 +119,6 @@ def load_dataset(data_cfg, split: str = "train") -> tuple[torch.Tensor, torch.Te
         return load_digits(data_cfg.image_size, split)
     if data_cfg.dataset == "shapesworld":
         return load_shapesworld(data_cfg.image_size, data_cfg.max_objects, "train" if split == "all" else split,
-                                data_cfg.num_scenes, data_cfg.held_out, seed=0, captions=data_cfg.captions)
+                                data_cfg.num_scenes, data_cfg.held_out, seed=0, captions=data_cfg.captions,
+                                two_object_share=data_cfg.two_object_share)
     raise ValueError(f"unknown dataset {data_cfg.dataset!r}; choose one of: {', '.join(CHOICES['data.dataset'])}")

@@ -128,9 +128,11 @@ class ShapesWorld:
 
     def __init__(self, image_size: int = 16, max_objects: int = 1,
                  held_out: tuple[tuple[str, str], ...] = (("triangle", "magenta"), ("cross", "cyan")),
-                 min_gap: float = 0.02):
+                 min_gap: float = 0.02, two_object_share: float = 0.5):
         if max_objects not in (1, 2):
             raise ValueError(f"max_objects must be 1 or 2, got {max_objects}")
+        if not 0.0 <= two_object_share <= 1.0:
+            raise ValueError(f"two_object_share is a probability in [0, 1], got {two_object_share}")
         for shape, color in held_out:
             if shape not in SHAPES or color not in COLORS:
                 raise ValueError(f"held-out pair ({shape!r}, {color!r}): shapes are {', '.join(SHAPES)}; "
@@ -140,6 +142,9 @@ class ShapesWorld:
         # The least gap between two objects' bounding boxes (a fraction of the canvas). At 0.02 a large and a
         # small object never fit side by side; at 0 they do, a hair apart (the varied captions' world).
         self.min_gap = min_gap
+        # The share of two-object scenes when max_objects is 2. 0.5 draws the count as a fair coin (randint,
+        # the stream every shipped model was trained on); any other share draws it from one uniform number.
+        self.two_object_share = two_object_share
 
     def _pick(self, generator: torch.Generator, split: str) -> tuple[str, str]:
         while True:
@@ -148,10 +153,15 @@ class ShapesWorld:
             if ((shape, color) in self.held_out) == (split == "held_out"):
                 return shape, color
 
+    def _second_object(self, generator: torch.Generator) -> int:
+        if self.two_object_share == 0.5:
+            return torch.randint(2, (1,), generator=generator).item()
+        return int(torch.rand(1, generator=generator).item() < self.two_object_share)
+
     def scene(self, generator: torch.Generator, split: str = "train") -> list[ShapeObject]:
         if split not in ("train", "held_out"):
             raise ValueError(f"unknown split {split!r}; choose one of: train, held_out")
-        count = 1 if self.max_objects == 1 else 1 + torch.randint(2, (1,), generator=generator).item()
+        count = 1 if self.max_objects == 1 else 1 + self._second_object(generator)
         while True:
             objects = []
             for _ in range(count):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,27 @@ def test_every_chapter_clones_the_repository_named_in_config_yml():
         assert urls == [url], f"{place}: REPO lines {urls}, _config.yml says {url}"
     for path in module.TEXT_FILES:
         assert url in path.read_text(), f"{path.name} does not name {url}"
+
+
+def _exercises(markdown: str) -> tuple[list[int], set[int]]:
+    """The numbers of the exercises listed under "## Exercises", and of those with a hint or solution box."""
+    section = markdown.split("## Exercises", 1)[1]
+    listed = [int(m) for m in re.findall(r"^(\d+)\. ", section, flags=re.M)]
+    helped = {int(m) for m in re.findall(r"admonition\}\s+(?:Hint for|Solution to) exercise (\d+)", section)}
+    return listed, helped
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
+def test_every_exercise_has_a_hint_or_a_solution(path: Path):
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    markdown = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    assert "## Exercises" in markdown, f"{path.name} has no Exercises section"
+    listed, helped = _exercises(markdown)
+    assert listed == list(range(1, len(listed) + 1)) and listed, f"{path.name}: exercises numbered {listed}"
+    missing = sorted(set(listed) - helped)
+    assert not missing, f"{path.name}: exercise(s) {missing} have no hint or solution box"
+
+
+def test_the_exercise_check_sees_a_missing_hint():
+    text = "## Exercises\n\n1. One.\n2. Two.\n\n:::{admonition} Hint for exercise 1\n:class: dropdown\nx\n:::\n"
+    assert _exercises(text) == ([1, 2], {1})

@@ -129,6 +129,13 @@ def test_a_config_with_varied_captions_needs_two_object_shapesworld():
         gm.load_config("tutorial-text-varied", {"data.dataset": "folder", "data.path": "somewhere"})
     with pytest.raises(ValueError, match="choose one of: canonical, varied"):
         gm.load_config("tutorial-text", {"data.captions": "natural"})
+    # its second stage draws mostly two-object scenes; the share needs two-object scenes and is a probability
+    assert gm.load_config("tutorial-text-varied").data.two_object_share == 0.8
+    assert gm.load_config("tutorial-text-mixed").data.two_object_share == 0.5
+    with pytest.raises(ValueError, match="two_object_share .* got 1.2 with max_objects 2"):
+        gm.load_config("tutorial-text-varied", {"data.two_object_share": 1.2})
+    with pytest.raises(ValueError, match="needs data.max_objects: 2; got 0.8 with max_objects 1"):
+        gm.load_config("tutorial-text", {"data.two_object_share": 0.8})
 
 
 @pytest.mark.parametrize("phrasings", ["train", "held_out"])

@@ -165,3 +165,37 @@ def test_a_vocabulary_that_lacks_source_words_is_an_error():
     src, src_cfg = trained({"model.tokenizer": "shapesworld-varied", "model.text_ctx": 20})
     with pytest.raises(CheckpointError, match="lacks words the source model knows: .*little"):
         transfer_weights(src.state_dict(), src_cfg.model, build_model(tiny_text_config()))
+
+
+def test_a_second_stage_starts_from_the_first_stages_export(tmp_path, monkeypatch):
+    """scripts/train_ch4.sh and train_ch7.sh: stage 1 is trained, exported outside the store with
+    publish_checkpoint.py --export, and stage 2 names that file in train.init_from; its MANIFEST record keeps
+    the path and the file's sha256."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from glide_minimal.checkpoint import load_tensors
+    from glide_minimal.train import Trainer
+
+    root = Path(__file__).resolve().parents[1]
+    steps = {"train.max_steps": 2, "train.ckpt_every": 2, "train.batch_size": 4, "train.log_every": 1}
+    Trainer(tiny_text_config(steps), tmp_path / "stage1", progress=False, device="cpu").run()
+    export = tmp_path / "stage1" / "export" / "stage1.safetensors"
+    script = [sys.executable, str(root / "scripts" / "publish_checkpoint.py"), "--run", str(tmp_path / "stage1")]
+    done = subprocess.run([*script, "--export", str(export)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "exported" in done.stdout and export.exists()
+    bad = subprocess.run([*script, "--export", str(tmp_path / "x.pt")], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "--export takes a .safetensors path, got" in bad.stderr
+    stage2 = Trainer(tiny_text_config({**steps, "train.init_from": str(export)}), tmp_path / "stage2",
+                     progress=False, device="cpu")
+    exported, _ = load_tensors(export)
+    for name, tensor in stage2.model.state_dict().items():  # the second stage starts where the first ended
+        assert torch.equal(tensor, exported[name].float()), name
+    stage2.run()
+    monkeypatch.setenv("GLIDE_MINIMAL_CHECKPOINTS", str(tmp_path / "store"))
+    pretrained.publish_run(tmp_path / "stage2", "tiny-stage2", "pytest", root=tmp_path / "store")
+    record = pretrained.entry("tiny-stage2", tmp_path / "store")
+    assert record["init_from"] == str(export)
+    assert record["init_from_sha256"] == pretrained.sha256_file(export)

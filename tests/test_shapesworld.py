@@ -56,6 +56,20 @@ def test_two_objects_never_overlap_and_sampling_is_seeded():
     assert any(len(s) == 2 for s in scenes)
 
 
+def test_two_object_share_sets_how_many_scenes_hold_two_objects():
+    g = torch.Generator().manual_seed(0)
+    for share, lo, hi in ((0.0, 0.0, 0.0), (0.8, 0.75, 0.85), (1.0, 1.0, 1.0)):
+        world = sw.ShapesWorld(16, 2, min_gap=0.0, two_object_share=share)
+        twos = sum(len(world.scene(g)) == 2 for _ in range(600)) / 600
+        assert lo <= twos <= hi, (share, twos)
+    # The default keeps the fair coin every shipped model was trained on: the same scenes as before the knob.
+    a, b = sw.ShapesWorld(16, 2), sw.ShapesWorld(16, 2, two_object_share=0.5)
+    ga, gb = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert [a.scene(ga) for _ in range(50)] == [b.scene(gb) for _ in range(50)]
+    counts = [len(a.scene(ga)) for _ in range(400)]
+    assert 0.4 < counts.count(2) / 400 < 0.6
+
+
 def test_bad_inputs_name_the_valid_choices():
     with pytest.raises(ValueError, match="image_size must divide 256"):
         sw.render([], 48)
@@ -63,6 +77,8 @@ def test_bad_inputs_name_the_valid_choices():
         sw.ShapesWorld(16).scene(torch.Generator(), "test")
     with pytest.raises(ValueError, match="held-out pair \\('hexagon', 'red'\\)"):
         sw.ShapesWorld(16, held_out=(("hexagon", "red"),))
+    with pytest.raises(ValueError, match="two_object_share is a probability in \\[0, 1\\], got 1.5"):
+        sw.ShapesWorld(16, 2, two_object_share=1.5)
 
 
 def test_render_caption_is_the_scene_the_caption_fixes():
