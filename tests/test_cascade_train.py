@@ -62,7 +62,11 @@ def test_tutorial_cascade_configs_follow_glide_and_cascaded_diffusion():
     assert up.model.learn_sigma and up.model.text_ctx > 0
     assert up.model.aug_level_embed and up.data.low_res_aug_max > 0 and 0 < up.data.crop_size < 64
     assert not load_config("tutorial-text-upsample-noaug").data.low_res_aug_max
-    for name, source in [("tutorial-text-inpaint", "tutorial-text"),
+    # chapter 7's base model goes on from a first stage (exported into runs/ by scripts/train_ch7.sh)
+    stage2, stage1 = load_config("tutorial-text-inpaint"), load_config("tutorial-text-inpaint-stage1")
+    assert stage2.train.init_from.endswith("/tutorial-text-inpaint-stage1.safetensors")
+    assert stage2.model == stage1.model and stage2.data.p_uncond > stage1.data.p_uncond
+    for name, source in [("tutorial-text-inpaint-stage1", "tutorial-text"),
                          ("tutorial-text-upsample-inpaint", "tutorial-text-upsample"),
                          ("tutorial-text-inpaint-gpu", "tutorial-text-gpu"),
                          ("tutorial-text-upsample-inpaint-gpu", "tutorial-text-upsample-gpu")]:
