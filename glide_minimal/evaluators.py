@@ -272,6 +272,11 @@ def train_shapes_evaluator(image_size: int = 16, steps: int = 1500, batch_size: 
     return model, acc
 
 
+def share_of_verdicts(scores: list[dict[str, bool]]) -> dict[str, float]:
+    """For each verdict of a caption_scores list, the fraction of images that got it."""
+    return {k: sum(s[k] for s in scores) / len(scores) for k in scores[0]}
+
+
 class ShapesEvaluator(Judge):
     """The independent ShapesWorld judge: reads each attribute of a one-object image (never used for guidance)."""
 
@@ -308,8 +313,7 @@ class ShapesEvaluator(Judge):
     def caption_accuracy(self, images: torch.Tensor, captions: list[str]) -> dict[str, float]:
         """Fraction of images whose every captioned attribute the evaluator reads back ("caption"), and per
         attribute: the mean of caption_scores."""
-        scores = self.caption_scores(images, captions)
-        return {k: sum(s[k] for s in scores) / len(scores) for k in scores[0]}
+        return share_of_verdicts(self.caption_scores(images, captions))
 
     def diversity(self, images: torch.Tensor, captions: list[str]) -> float:
         """Mean pairwise feature distance between images of the same caption, averaged over captions."""
@@ -465,8 +469,7 @@ class SceneEvaluator(Judge):
 
     def caption_accuracy(self, images: torch.Tensor, captions: list[str]) -> dict[str, float]:
         """The fraction of images with each of caption_scores' verdicts."""
-        scores = self.caption_scores(images, captions)
-        return {k: sum(s[k] for s in scores) / len(scores) for k in scores[0]}
+        return share_of_verdicts(self.caption_scores(images, captions))
 
     def open_diversity(self, images: torch.Tensor, captions: list[str]) -> float:
         """How freely samples fill what one-object captions leave open: for each caption, the entropy of each
