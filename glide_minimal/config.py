@@ -407,9 +407,9 @@ def _validate_train(cfg: Config) -> None:
     if cfg.task == "clip" and t.grad_accum_steps > 1:
         raise ValueError(f"train.grad_accum_steps {t.grad_accum_steps}: CLIP's contrastive loss compares every image "
                          "with every caption of its batch, so micro-batches would change the loss; use 1")
-    if t.init_from and cfg.task != "diffusion":
-        raise ValueError(f"train.init_from fine-tunes a diffusion model; a {cfg.task} config cannot start from "
-                         f"{t.init_from!r}")
+    if t.init_from and cfg.task not in ("diffusion", "clip"):
+        raise ValueError(f"train.init_from fine-tunes a diffusion model or continues a CLIP; a {cfg.task} config "
+                         f"cannot start from {t.init_from!r}")
 
 
 def _validate_diffusion(cfg: Config) -> None:

@@ -23,7 +23,8 @@ import torch
 
 from . import pretrained
 from .checkpoint import CheckpointError
-from .config import UNetConfig, config_from_dict
+from .config import CLIPConfig, UNetConfig, config_from_dict
+from .models.clip import NoisedCLIP
 from .models.text import WordTokenizer
 from .models.unet import UNet, input_channel_groups
 from .vocabulary import WORD_VOCABULARIES
@@ -36,6 +37,8 @@ TEXT_MAY_GROW = ("tokenizer", "text_ctx", "text_vocab_size")
 MAY_DIFFER = (*ADDED_INPUTS, *TEXT_MAY_GROW, "dropout", "tokenizer_file")  # (tokenizer_file: the Trainer copies it)
 NEW_MODULES = ("aug_embed.",)  # parameters a source without aug_level_embed lacks; they keep their (zero-ended) init
 TOKEN_EMBEDDING = "text_encoder.token_embedding.weight"
+# CLIP fields that shape the training, not the weights: a second stage may change them.
+CLIP_TRAINING_ONLY = ("hard_negatives", "noised", "tokenizer_file")
 PER_POSITION = ("text_encoder.positional_embedding", "text_encoder.padding_embedding")  # [text_ctx, W] each
 
 
@@ -125,17 +128,31 @@ def transfer_weights(source: dict[str, torch.Tensor], source_cfg: UNetConfig, mo
     return fresh
 
 
-def init_from_pretrained(model: UNet, source: str | Path, root: Path | None = None) -> list[str]:
-    """Start `model` from a shipped checkpoint (sha256-verified) or a .safetensors path: transfer_weights.
+def init_from_pretrained(model: UNet | NoisedCLIP, source: str | Path, root: Path | None = None) -> list[str]:
+    """Start `model` from a shipped checkpoint (sha256-verified) or a .safetensors path: transfer_weights for
+    a U-Net; a noised CLIP goes on from a CLIP of the same architecture (a second training stage).
 
     Returns the names of the tensors that did not come entirely from the source (the new inputs).
     """
     weights, config = pretrained.load_weights(source, root)
-    if "kind" in config:
-        raise CheckpointError(f"train.init_from {str(source)!r} is a {config['kind']!r} checkpoint, "
-                              "not a diffusion model")
+    task = "clip" if isinstance(model, NoisedCLIP) else "diffusion"
+    source_task = config.get("kind") or config_from_dict(config).task
+    if source_task != task:
+        raise CheckpointError(f"train.init_from {str(source)!r} is a {source_task} checkpoint; this {task} model "
+                              f"starts from a {task} checkpoint")
     source_cfg = config_from_dict(config)
-    if source_cfg.task != "diffusion":
-        raise CheckpointError(f"train.init_from {str(source)!r} is a {source_cfg.task} checkpoint; fine-tuning starts "
-                              "from a diffusion model")
+    if task == "clip":
+        return continue_clip(weights, source_cfg.clip, model)
     return transfer_weights(weights, source_cfg.model, model)
+
+
+def continue_clip(source: dict[str, torch.Tensor], source_cfg: CLIPConfig, model: NoisedCLIP) -> list[str]:
+    """Copy a noised CLIP's state dict into `model`, which must have the same architecture (fields with weights
+    equal; the training-only ones, hard_negatives and noised, may differ). Returns [] (no new tensors)."""
+    differ = [f.name for f in dataclasses.fields(CLIPConfig) if f.name not in CLIP_TRAINING_ONLY
+              and getattr(source_cfg, f.name) != getattr(model.cfg, f.name)]
+    if differ:
+        raise CheckpointError("a CLIP goes on only from one of the same architecture: clip." + ", clip.".join(
+            f"{k} is {getattr(source_cfg, k)!r} in the source but {getattr(model.cfg, k)!r} here" for k in differ))
+    model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in source.items()})
+    return []

@@ -8,10 +8,4 @@
 # about 50 min). The MANIFEST records each shipped run's wall time, and the source checkpoint with its sha256.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python}
-scripts/train_checkpoints.sh scripts/train_ch4.sh tutorial-text
-$PY -m glide_minimal.cli train --config tutorial-text-mixed --out runs/tutorial-text-mixed --threads 2 --no-progress \
-  ${RESUME:+--resume}
-$PY scripts/publish_checkpoint.py --run runs/tutorial-text-mixed \
-  --export runs/tutorial-text-mixed/export/tutorial-text-mixed.safetensors
-scripts/train_checkpoints.sh scripts/train_ch4.sh tutorial-text-varied
+scripts/train_checkpoints.sh scripts/train_ch4.sh tutorial-text stage:tutorial-text-mixed tutorial-text-varied

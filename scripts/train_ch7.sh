@@ -15,8 +15,5 @@ for source in tutorial-text tutorial-text-upsample; do
     exit 1
   }
 done
-$PY -m glide_minimal.cli train --config tutorial-text-inpaint-stage1 --out runs/tutorial-text-inpaint-stage1 \
-  --threads 2 --no-progress ${RESUME:+--resume}
-$PY scripts/publish_checkpoint.py --run runs/tutorial-text-inpaint-stage1 \
-  --export runs/tutorial-text-inpaint-stage1/export/tutorial-text-inpaint-stage1.safetensors
-scripts/train_checkpoints.sh scripts/train_ch7.sh tutorial-text-inpaint tutorial-text-upsample-inpaint
+scripts/train_checkpoints.sh scripts/train_ch7.sh stage:tutorial-text-inpaint-stage1 tutorial-text-inpaint \
+  tutorial-text-upsample-inpaint

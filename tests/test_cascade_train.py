@@ -44,11 +44,11 @@ def test_bad_cascade_keys_name_the_key_and_the_fix(overrides, message):
         tiny_text_config(overrides)
 
 
-def test_crops_and_init_from_are_for_diffusion_models_only():
+def test_crops_are_for_diffusion_models_and_init_from_not_for_classifiers():
     with pytest.raises(ValueError, match="data.crop_size is for diffusion models"):
         load_config("tutorial-digits-classifier", overrides={"data.crop_size": 8})
-    with pytest.raises(ValueError, match="train.init_from fine-tunes a diffusion model"):
-        load_config("tutorial-text-clip", overrides={"train.init_from": "tutorial-text"})
+    with pytest.raises(ValueError, match="train.init_from fine-tunes a diffusion model or continues a CLIP"):
+        load_config("tutorial-digits-classifier", overrides={"train.init_from": "tutorial-digits"})
 
 
 def test_tutorial_cascade_configs_follow_glide_and_cascaded_diffusion():

@@ -171,7 +171,8 @@ def test_text_model_trains_and_resumes_exactly(tmp_path):
 def _tiny_clip_cfg(**extra):
     overrides = {"clip.width": 32, "clip.layers": 1, "clip.heads": 2, "clip.text_width": 32, "clip.text_layers": 1,
                  "clip.text_heads": 2, "clip.embed_dim": 16, "clip.patch_size": 4, "diffusion.num_timesteps": 50,
-                 "train.batch_size": 8, "train.max_steps": 3, "train.warmup_steps": 0, "train.log_every": 1, **extra}
+                 "train.batch_size": 8, "train.max_steps": 3, "train.warmup_steps": 0, "train.log_every": 1,
+                 "train.init_from": "", **extra}  # from scratch, not from the shipped CLIP's first stage
     return load_config("tutorial-text-clip", overrides)
 
 
@@ -273,3 +274,29 @@ def test_hard_negatives_need_captions_that_name_every_attribute():
         _tiny_clip_cfg(**{"clip.hard_negatives": -1})
     with pytest.raises(ValueError, match="needs data.dataset: shapesworld with data.captions: canonical"):
         _tiny_clip_cfg(**{"clip.hard_negatives": 2, "data.max_objects": 2, "data.captions": "varied"})
+
+
+def test_a_clip_goes_on_from_a_published_clip_of_its_architecture_only(tmp_path, monkeypatch):
+    """train.init_from on a CLIP config: a second training stage (chapter 5) starts from the first's weights."""
+    from glide_minimal import pretrained
+    from glide_minimal.checkpoint import CheckpointError
+    from glide_minimal.finetune import init_from_pretrained
+
+    torch.manual_seed(0)
+    first = build_model(_tiny_clip_cfg())
+    with torch.no_grad():
+        for p in first.parameters():
+            p.add_(torch.randn_like(p) * 0.1)  # as after training: no weight at its init
+    pretrained.publish("tiny-clip", first.state_dict(), _tiny_clip_cfg().to_dict(), record={"command": "pytest"},
+                       dtype=torch.float32, root=tmp_path / "ckpts")
+    monkeypatch.setenv("GLIDE_MINIMAL_CHECKPOINTS", str(tmp_path / "ckpts"))
+    trainer = Trainer(_tiny_clip_cfg(**{"train.init_from": "tiny-clip", "clip.hard_negatives": 2}), tmp_path / "run",
+                      progress=False)
+    for model in (trainer.model, trainer.ema):
+        for (k, a), b in zip(first.state_dict().items(), model.state_dict().values()):
+            assert torch.equal(a, b), k
+    trainer.run(1)  # and it trains on
+    with pytest.raises(CheckpointError, match="clip.width is 32 in the source but 64 here"):
+        init_from_pretrained(build_model(_tiny_clip_cfg(**{"clip.width": 64})), "tiny-clip")
+    with pytest.raises(CheckpointError, match="is a clip checkpoint; this diffusion model starts from a diffusion"):
+        init_from_pretrained(build_model(load_config("tutorial-text")), "tiny-clip")

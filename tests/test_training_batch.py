@@ -22,7 +22,7 @@ from glide_minimal.train import Trainer
 # assembly moved out of Trainer.batch into conditioning.training_batch (git 322ef9c). Integer and bool tensors:
 # the first 16 hex digits of the sha256 of their int64 bytes (exact); float tensors: (sum, sum of x * w) in
 # float64, w = (position % 7) - 3 (a weighting that also notices reordered elements), rounded to 6 decimals.
-# tutorial-text-clip's hard negatives (clip.hard_negatives: 4) were recorded when its recipe took them up; the
+# tutorial-text-clip-stage1's hard negatives (clip.hard_negatives: 4) were recorded when its recipe took them up; the
 # rest of its batch is unchanged by them.
 RECORDED = {
     ("tutorial-ddpm", 0, 1, 0): {"x_start": (-6356.5, -0.601562), "t": "648582c2920d9350",
@@ -41,10 +41,10 @@ RECORDED = {
         "noise": (-391.095286, 111.145538), "mask": "da1f74bc12a7ff81", "tokens": "179947cd23526d04"},
     ("tutorial-text", 0, 1, 7): {"x_start": (-41773.829644, -33.846816), "t": "9771edc0ea14fe63",
         "noise": (-272.554809, -580.509904), "mask": "149e078b1dee2928", "tokens": "d13db6065a54f2e4"},
-    ("tutorial-text-clip", 0, 1, 0): {"x_start": (-83934.273558, -16.102478), "t": "ae198176b81cca6f",
+    ("tutorial-text-clip-stage1", 0, 1, 0): {"x_start": (-83934.273558, -16.102478), "t": "ae198176b81cca6f",
         "noise": (-266.17142, -769.269162), "mask": "d282803a064d69e9", "tokens": "6b4d2003775bdf93",
         "negative_tokens": "12f39ba286f1e63e", "negative_mask": "415a900c133ac6a2"},
-    ("tutorial-text-clip", 0, 1, 7): {"x_start": (-82475.110872, -24.984683), "t": "2cf496c46ba68775",
+    ("tutorial-text-clip-stage1", 0, 1, 7): {"x_start": (-82475.110872, -24.984683), "t": "2cf496c46ba68775",
         "noise": (-305.42674, -455.815436), "mask": "e65ef76caa6a9d46", "tokens": "aafd950e6c93cde4",
         "negative_tokens": "549b0def7a013427", "negative_mask": "83faac8b12de2adb"},
     ("tutorial-text-upsample", 0, 1, 0): {"x_start": (-80672.446047, -8.115197), "t": "60ca2252dbe8f4e7",
@@ -72,6 +72,14 @@ RECORDED = {
         "inpaint_mask": (11444.0, 11.0), "mask": "718ba4602469be58", "tokens": "aba2d0ce872973ff"},
     ("tutorial-text-varied", 0, 1, 0): {"x_start": (-36863.223934, 81.261031), "t": "648582c2920d9350",
         "noise": (-391.095286, 111.145538), "mask": "3439d21919304839", "tokens": "6ca84f80c10bafe9"},
+    # Chapter 5's second CLIP stage draws with train.seed 1; chapter 6's third training level differs from the
+    # upsampler only in its augmentation levels (data.low_res_aug_max 30).
+    ("tutorial-text-clip", 0, 1, 0): {"x_start": (-82928.708923, 1.335172), "t": "0310299e47c51b53",
+        "noise": (445.570996, -20.510847), "mask": "345c5b1b23fa4e59", "tokens": "98bdcd4c72802bef",
+        "negative_tokens": "1cd5cdd242b8f914", "negative_mask": "6dbe0a7ba7b18573"},
+    ("tutorial-text-upsample-lightaug", 0, 1, 0): {"x_start": (-80672.446047, -8.115197), "t": "60ca2252dbe8f4e7",
+        "noise": (-257.519143, 975.424076), "aug_level": "5170572dbbbd152e", "low_res": (-5039.206936, 56.572512),
+        "mask": "fe76b999fe5d5d26", "tokens": "8a7df61205549971"},
     ("tutorial-text-upsample-inpaint", 0, 1, 0): {"x_start": (-80672.446047, -8.115197), "t": "60ca2252dbe8f4e7",
         "noise": (-257.519143, 975.424076), "aug_level": "48f317afd35fbad9",
         "inpaint_image": (-80672.446047, -8.115197), "inpaint_mask": (20042.0, 48.0),
