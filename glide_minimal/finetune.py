@@ -4,7 +4,9 @@ GLIDE's inpainting models are its text models fine-tuned with extra input channe
 (times the mask) and the mask. The new channels' first-layer weights start at zero, so at the first
 step of fine-tuning the inpainting model computes exactly what the text model computed, whatever the
 new inputs are; training then teaches it to use them. The same holds for adding the low-resolution
-input of an upsampler or the noise-augmentation level (whose embedding's last layer starts at zero).
+input of an upsampler or the noise-augmentation level (whose embedding's last layer starts at zero), and
+to adding self-attention at more feature-map sizes (an attention block adds its output to its input through
+a projection that starts at zero, so a new one passes its input through unchanged until it has learned).
 
 A word-level text model may also move to a larger vocabulary and a longer caption context (chapter 4's
 curriculum: from the canonical captions of one object to the captions people write): each known word keeps
@@ -25,16 +27,19 @@ from . import pretrained
 from .checkpoint import CheckpointError
 from .config import CLIPConfig, UNetConfig, config_from_dict
 from .models.clip import NoisedCLIP
+from .models.layers import AttentionBlock
 from .models.text import WordTokenizer
 from .models.unet import UNet, input_channel_groups
 from .vocabulary import WORD_VOCABULARIES
 
 FIRST_CONV = "input_blocks.0.0.weight"
-# Fields that may differ between the source and the fine-tuned model: the added inputs, and dropout (no weights).
+# Fields that may differ between the source and the fine-tuned model: the added inputs, attention at more sizes,
+# and dropout (no weights).
 ADDED_INPUTS = ("super_res", "inpaint", "aug_level_embed")
 # A word-level vocabulary may grow (words added) and the text context lengthen: grow_text_weights.
 TEXT_MAY_GROW = ("tokenizer", "text_ctx", "text_vocab_size")
-MAY_DIFFER = (*ADDED_INPUTS, *TEXT_MAY_GROW, "dropout", "tokenizer_file")  # (tokenizer_file: the Trainer copies it)
+# (tokenizer_file: the Trainer copies it; attention_resolutions may only grow: transfer_weights checks)
+MAY_DIFFER = (*ADDED_INPUTS, *TEXT_MAY_GROW, "attention_resolutions", "dropout", "tokenizer_file")
 NEW_MODULES = ("aug_embed.",)  # parameters a source without aug_level_embed lacks; they keep their (zero-ended) init
 TOKEN_EMBEDDING = "text_encoder.token_embedding.weight"
 # CLIP fields that shape the training, not the weights: a second stage may change them.
@@ -83,7 +88,8 @@ def transfer_weights(source: dict[str, torch.Tensor], source_cfg: UNetConfig, mo
     inpaint_mask, low_res: see input_channel_groups, which also moves the low-res channels to their
     place after the inpainting ones); inputs the source lacks get zero weights. The aug_level embedding,
     if the source lacks it, keeps its init (last layer zero). A word-level text encoder may gain words
-    and context (grow_text_weights). Every other tensor is copied as is.
+    and context (grow_text_weights). Attention blocks at feature-map sizes the source had none keep their init
+    (new_attention_blocks). Every other tensor is copied as is.
     Returns the names of the tensors that did not come entirely from the source.
     """
     target_cfg = model.cfg
@@ -92,6 +98,10 @@ def transfer_weights(source: dict[str, torch.Tensor], source_cfg: UNetConfig, mo
     if differ:
         raise CheckpointError("cannot fine-tune across architectures: model." + ", model.".join(
             f"{k} is {getattr(source_cfg, k)!r} in the source but {getattr(target_cfg, k)!r} here" for k in differ))
+    lost = sorted(set(source_cfg.attention_resolutions) - set(target_cfg.attention_resolutions))
+    if lost:
+        raise CheckpointError(f"model.attention_resolutions {list(target_cfg.attention_resolutions)} lacks the "
+                              f"source's {lost}: fine-tuning can add attention, not remove it")
     dropped = [k for k in ADDED_INPUTS if getattr(source_cfg, k) and not getattr(target_cfg, k)]
     if dropped:
         raise CheckpointError(f"the source model has inputs this one lacks (model.{', model.'.join(dropped)}); "
@@ -102,6 +112,7 @@ def transfer_weights(source: dict[str, torch.Tensor], source_cfg: UNetConfig, mo
         raise CheckpointError(f"the source has {len(unexpected)} tensors this model lacks, e.g. {unexpected[:3]}")
     old_groups, new_groups = input_channel_groups(source_cfg), input_channel_groups(target_cfg)
     grown = grow_text_weights(source, source_cfg, target_cfg, own)
+    added = new_attention_blocks(model, source)
     state, fresh = {}, []
     for key, value in own.items():
         if key in grown:
@@ -119,13 +130,19 @@ def transfer_weights(source: dict[str, torch.Tensor], source_cfg: UNetConfig, mo
                 raise CheckpointError(f"{key}: the source has shape {tuple(source[key].shape)}, this model "
                                       f"{tuple(value.shape)}")
             state[key] = source[key].to(value.dtype)
-        elif key.startswith(NEW_MODULES):
+        elif key.startswith(NEW_MODULES) or key.startswith(added):
             state[key] = value
             fresh.append(key)
         else:
             raise CheckpointError(f"the source lacks {key}, which no added input explains")
     model.load_state_dict(state)
     return fresh
+
+
+def new_attention_blocks(model: UNet, source: dict[str, torch.Tensor]) -> tuple[str, ...]:
+    """The name prefixes ("output_blocks.9.1.") of model's attention blocks that have no tensor in source."""
+    return tuple(f"{name}." for name, module in model.named_modules()
+                 if isinstance(module, AttentionBlock) and not any(k.startswith(f"{name}.") for k in source))
 
 
 def init_from_pretrained(model: UNet | NoisedCLIP, source: str | Path, root: Path | None = None) -> list[str]:

@@ -46,6 +46,7 @@ def run(model, x, t, kwargs, drop: tuple[str, ...] = ()) -> torch.Tensor:
     ({}, {"model.inpaint": True}),  # text -> inpainting base (GLIDE section 4.3)
     ({"model.super_res": True}, {"model.super_res": True, "model.inpaint": True}),  # upsampler -> inpainting upsampler
     ({"model.super_res": True}, {"model.super_res": True, "model.aug_level_embed": True}),  # + the augmentation level
+    ({}, {"model.attention_resolutions": [16, 8]}),  # + self-attention at 16 px
 ])
 def test_fine_tuned_model_starts_as_its_source_whatever_the_new_inputs(source, target):
     src, src_cfg = trained(source)
@@ -88,6 +89,7 @@ def test_new_weights_learn():
     ({}, {"model.model_channels": 32, "model.num_head_channels": 32},
      "model.model_channels is 16 in the source but 32 here"),
     ({"model.inpaint": True}, {}, "the source model has inputs this one lacks (model.inpaint)"),
+    ({"model.attention_resolutions": [16, 8]}, {}, "lacks the source's [16]: fine-tuning can add attention"),
 ])
 def test_fine_tuning_across_architectures_is_an_error(source, target, message):
     src, src_cfg = trained(source)
