@@ -66,11 +66,12 @@ RECORDED = {
         "noise": (-272.554809, -580.509904), "inpaint_image": (-41773.829644, -33.846816),
         "inpaint_mask": (11259.0, 5.0), "mask": "149e078b1dee2928", "tokens": "d13db6065a54f2e4"},
     # The second stages of chapters 4 and 7 (recorded when they were added): the inpainting one differs from its
-    # first stage only in which captions are dropped (data.p_uncond 0.5); the varied one draws 80 % two-object scenes.
+    # first stage only in which captions are dropped (data.p_uncond 0.5); the varied one draws 80 % two-object scenes
+    # (its third stage, tutorial-text-varied, draws the same scenes with train.seed 1).
     ("tutorial-text-inpaint", 0, 1, 0): {"x_start": (-41996.040425, 11.247859), "t": "648582c2920d9350",
         "noise": (-391.095286, 111.145538), "inpaint_image": (-41996.040425, 11.247859),
         "inpaint_mask": (11444.0, 11.0), "mask": "718ba4602469be58", "tokens": "aba2d0ce872973ff"},
-    ("tutorial-text-varied", 0, 1, 0): {"x_start": (-36863.223934, 81.261031), "t": "648582c2920d9350",
+    ("tutorial-text-varied-stage2", 0, 1, 0): {"x_start": (-36863.223934, 81.261031), "t": "648582c2920d9350",
         "noise": (-391.095286, 111.145538), "mask": "3439d21919304839", "tokens": "6ca84f80c10bafe9"},
     # Chapter 5's second CLIP stage draws with train.seed 1; chapter 6's third training level differs from the
     # upsampler only in its augmentation levels (data.low_res_aug_max 30).
