@@ -27,7 +27,9 @@ from .speed import (
     FAST_SAMPLER,
     FAST_UPSAMPLE_STEPS,
     RELEASE_UPSAMPLE_STEPS,
+    best_of,
     fast_settings,
+    measure_fast_settings,
     official_settings,
 )
 from .train import Trainer
@@ -40,19 +42,6 @@ BENCH_PROMPT = "an oil painting of a corgi on skis"
 def bench_device(device: str | None) -> torch.device:
     """The device to time on: `device` (checked), or cuda if available."""
     return check_device(device) if device is not None else default_device()
-
-
-def best_of(fn, repeats: int = 1) -> float:
-    """The fastest of `repeats` calls of fn, in seconds (waits for the GPU)."""
-    check_count("repeats", repeats)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 @torch.no_grad()
@@ -189,13 +178,17 @@ def stand_in_cascade(base_cfg: Config, up_cfg: Config, device: torch.device) -> 
 def bench_released(scale: str = "full", batch: int = 1, base_steps: str = "100",
                    fast_base_steps: str = FAST_BASE_STEPS, upsample_steps: str = RELEASE_UPSAMPLE_STEPS,
                    fast_upsample_steps: str = FAST_UPSAMPLE_STEPS, compile: bool = False, repeats: int = 3,
-                   device: str | None = None, guidance_scale: float = 3.0, fast_sampler: str = FAST_SAMPLER) -> dict:
+                   device: str | None = None, guidance_scale: float = 3.0, fast_sampler: str = FAST_SAMPLER,
+                   measure: bool = True) -> dict:
     """Time the cascade (TextPipeline(upsample=True), what users run) under the official settings and ours,
     on the same random-init models.
 
-    Returns {"device", "batch", "configs": [(name, parameters)] x2, "rows": [official, fast], "ratio"}; each row
-    has base_forward_s (one CFG forward, batch 2N), upsample_forward_s (batch N) and image_s (the whole
-    cascade / N). ratio: official / fast for each of the three.
+    measure: our precision and layout are those measured fastest here at this batch
+    (speed.measure_fast_settings); False: speed.fast_settings as they are (bf16 where native, channels_last).
+    Returns {"device", "batch", "configs": [(name, parameters)] x2, "rows": [official, fast], "ratio",
+    "measured": {candidate: [base, upsampler forward seconds]} ({} unless measure)}; each row has
+    base_forward_s (one CFG forward, batch 2N), upsample_forward_s (batch N) and image_s (the whole cascade / N).
+    ratio: official / fast for each of the three.
     """
     batch, repeats = check_count("batch", batch), check_count("repeats", repeats)
     check_finite_range("guidance_scale", guidance_scale, 0)
@@ -212,9 +205,13 @@ def bench_released(scale: str = "full", batch: int = 1, base_steps: str = "100",
     t_base, t_up = torch.full((2 * batch,), 500, device=device), torch.full((batch,), 500, device=device)
     both = pipe.tokens(prompts + [""] * batch)
     cond = up.tokens(prompts)
+    fast = fast_settings(device, fast_base_steps, fast_upsample_steps, compile, fast_sampler)
+    measured = {}
+    if measure:
+        stages = [(pipe.model, (x_base, t_base), both), (up.model, (x_up, t_up), {**cond, "low_res": low_res})]
+        fast, measured = measure_fast_settings(stages, fast, repeats)
     rows = []
-    for settings in (official_settings(base_steps, upsample_steps),
-                     fast_settings(device, fast_base_steps, fast_upsample_steps, compile, fast_sampler)):
+    for settings in (official_settings(base_steps, upsample_steps), fast):
         pipe.optimize(settings), up.optimize(settings)
         base_forward = torch.no_grad()(lambda: pipe.model_fn(x_base, t_base, **both))
         up_forward = torch.no_grad()(lambda: up.model_fn(x_up, t_up, **cond, low_res=low_res))
@@ -234,7 +231,7 @@ def bench_released(scale: str = "full", batch: int = 1, base_steps: str = "100",
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     return {"device": str(device), "batch": batch, "scale": scale, "guidance_scale": guidance_scale,
             "configs": [(base_cfg.name, count(pipe.model)), (up_cfg.name, count(up.model))], "rows": rows,
-            "ratio": ratio}
+            "ratio": ratio, "measured": measured}
 
 
 def format_released(r: dict) -> str:
@@ -253,6 +250,12 @@ def format_released(r: dict) -> str:
     q = r["ratio"]
     lines.append(f"{'official / fast (speed-up)':<79}{q['base_forward_s']:>11.2f}{q['upsample_forward_s']:>10.2f}"
                  f"{q['image_s']:>10.2f}")
-    if r["rows"][1]["precision"] == "fp32":
+    if r["measured"]:
+        lines.append("our precision and layout, measured here (one forward, base + upsampler, seconds):")
+        fastest = min(r["measured"], key=lambda label: sum(r["measured"][label]))
+        for label, (base_s, up_s) in r["measured"].items():
+            picked = "  <- fastest, used above" if label == fastest else ""
+            lines.append(f"  {label:<22}{base_s:>10.4f} + {up_s:.4f}{picked}")
+    if r["rows"][1]["precision"] == "fp32" and not r["measured"]:
         lines.append("(no native bf16 on this device: the fast settings stay in fp32 here)")
     return "\n".join(lines)

@@ -202,7 +202,7 @@ def cmd_bench(args) -> int:
     if args.what == "released":
         r = bench_released(args.scale, args.batch or 1, args.base_steps, args.fast_base_steps, args.upsample_steps,
                            args.fast_upsample_steps, args.compile, args.repeats, args.device,
-                           fast_sampler=args.fast_sampler)
+                           fast_sampler=args.fast_sampler, measure=not args.no_measure)
         print(format_released(r))
         return 0
     args.batch = args.batch or 16
@@ -327,6 +327,9 @@ def _bench_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fast-sampler", default=FAST_SAMPLER, choices=SAMPLERS,
                    help=f"released: our sampler in both stages (default {FAST_SAMPLER}: DPM-Solver++(2M))")
     p.add_argument("--compile", action="store_true", help="released: torch.compile the models in the fast setting")
+    p.add_argument("--no-measure", action="store_true",
+                   help="released: our precision and layout as speed.fast_settings gives them (bf16 where native, "
+                        "channels_last) instead of the fastest measured here")
     p.add_argument("--max-workers", type=NATURAL, default=2, help="loader: time 0 .. this many DataLoader workers")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="train, loader: override a config value, e.g. data.path=my_folder")

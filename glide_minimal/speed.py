@@ -10,13 +10,18 @@ later steps of DDIM add no noise). Ours: the same models and guidance with bf16 
 the hardware computes bf16 natively, channels_last memory layout (the layout fast convolution kernels
 want), optionally torch.compile, and DPM-Solver++(2M) with few steps in both stages (FAST_*: chapter 8
 measures what fewer steps cost in quality on the tutorial models). Attention is SDPA in both (our layer).
+Precision and layout are bets on the device's kernels: `measure_fast_settings` times each candidate on the
+models and batch at hand and keeps the fastest (`bench released` does).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Callable
 
 import torch
+
+from .checks import check_count
 
 # The released upsampler's sampling recipe (glide-text2im's text2im notebook): DDIM over the 27-step
 # "fast27" respacing, from a starting noise x_T scaled by the temperature 0.997.
@@ -67,6 +72,18 @@ def official_settings(base_steps: str = "100", upsample_steps: str = RELEASE_UPS
     return Settings("official", base_steps=base_steps, upsample_steps=upsample_steps)
 
 
+def best_of(fn: Callable[[], Any], repeats: int = 1) -> float:
+    """The fastest of `repeats` calls of fn, in seconds (waits for the GPU after each)."""
+    times = []
+    for _ in range(check_count("repeats", repeats)):
+        start = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
 def fast_settings(device: torch.device, base_steps: str = FAST_BASE_STEPS, upsample_steps: str = FAST_UPSAMPLE_STEPS,
                   compile: bool = False, sampler: str = FAST_SAMPLER) -> Settings:
     """Ours: bf16 autocast where native, channels_last, DPM-Solver++(2M) at the fewest steps that keep the
@@ -94,3 +111,42 @@ def prepare(model: torch.nn.Module, settings: Settings) -> Callable[..., torch.T
             return net(x_t, t, **kwargs).float()
 
     return model_fn
+
+
+def layout_label(dtype: torch.dtype | None, channels_last: bool) -> str:
+    """"bf16 channels_last", "fp32 contiguous", ...: one candidate of measure_fast_settings."""
+    return f"{Settings('', dtype).precision} {'channels_last' if channels_last else 'contiguous'}"
+
+
+@torch.no_grad()
+def measure_fast_settings(stages: list[tuple[torch.nn.Module, tuple, dict]], settings: Settings,
+                          repeats: int = 3) -> tuple[Settings, dict[str, list[float]]]:
+    """`settings` with the precision and memory layout that run these forwards fastest on this device, measured.
+
+    Why measure: bf16 autocast and channels_last are each a bet on the hardware's kernels, and the bet can
+    lose (on an H100 at batch 4 the released-size forwards ran slower in bf16 + channels_last than in fp32:
+    0.64x and 0.68x); which wins depends on the device, the batch and the torch version.
+    stages: (model, args, kwargs) for each network one sampling step runs, at the batch it runs (the cascade:
+    the base at 2N with CFG, the upsampler at N; all on one device). Candidates: fp32 and, where bf16 is
+    native, bf16 autocast, each contiguous and channels_last; each is timed per stage, best of `repeats`
+    after a warm-up, and the one with the least total wins. Compilation is not part of the trial (settings'
+    own `compile` is kept). Returns (settings, {label: [seconds per stage]}); the models are left contiguous.
+    """
+    device = next(stages[0][0].parameters()).device
+    dtypes = [None, torch.bfloat16] if bf16_supported(device) else [None]
+    times: dict[str, list[float]] = {}
+    for dtype in dtypes:
+        for channels_last in (False, True):
+            trial = replace(settings, dtype=dtype, channels_last=channels_last, compile=False)
+            row = []
+            for model, args, kwargs in stages:
+                model.to(memory_format=torch.contiguous_format)
+                fn = prepare(model, trial)
+                fn(*args, **kwargs)  # warm-up: kernels are chosen and caches filled on the first call
+                row.append(best_of(lambda: fn(*args, **kwargs), repeats))  # noqa: B023 (called right here)
+            times[layout_label(dtype, channels_last)] = row
+    for model, _, _ in stages:
+        model.to(memory_format=torch.contiguous_format)
+    best = min(times, key=lambda label: sum(times[label]))
+    dtype, channels_last = next((d, c) for d in dtypes for c in (False, True) if layout_label(d, c) == best)
+    return replace(settings, dtype=dtype, channels_last=channels_last), times

@@ -46,8 +46,9 @@ ENV_REPORT = "GLIDE_MINIMAL_REPORT"
 # When set, tier() sets torch's thread count to it, over the chapter's own (scripts/run_book.py --jobs)
 ENV_THREADS = "GLIDE_MINIMAL_THREADS"
 TIERS = ("cpu", "gpu")
-# Training minutes per GPU-tier model a chapter has to train itself. The book's GPU tier trains 12 models, so
-# the defaults keep a whole run on one H100-class GPU near an hour of training plus execution.
+# Training minutes per GPU-tier model a chapter has to train itself. The book's GPU tier trains 15 models
+# (tests/test_tier.py counts them), so the default gives a whole run on one GPU an hour of training at most,
+# plus the chapters' execution.
 DEFAULT_GPU_MINUTES = 4.0
 # Smoke mode: every GPU-tier config shrunk to a few steps of a few channels, one residual block per level and
 # attention only at 8 px (image sizes, levels and inputs kept). Keys a config does not use (a CLIP's model.*,

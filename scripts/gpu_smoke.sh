@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # GPU smoke test and benchmarks, for when a GPU is lent (see README "Running on a GPU"). Prints a table.
 # Parts: the chapter-1 configs (training throughput in bf16, sampler overhead); the released-size GLIDE
-# base and upsampler (random weights) forward + backward in bf16; the released-size cascade with CFG at
-# batch 4: the official 100 + 27 steps in fp32 and our fast settings, side by side; the trainer under
+# base and upsampler (random weights) forward + backward in bf16; their forwards in fp32 / bf16 x
+# contiguous / channels_last at batch 4 and 16, and the top operators of the base forward in the two
+# extremes (why a setting loses); the released-size cascade with CFG at batch 16: the official 100 + 27 steps
+# in fp32 and our fast settings (precision and layout measured fastest), side by side; the trainer under
 # torchrun on one GPU with DDP and with FSDP (+ checkpointing and accumulation), each resumed; the shipped
 # pipelines (chapters 1-7); 100 training steps of the chapter 2-3 GPU configs.
 # Every part runs on its own: a failure is recorded (its log's last lines are shown) and the next part
@@ -60,9 +62,11 @@ part "glide-paper-base: memory on 64 GPUs" "$PY" -m glide_minimal.cli info --con
 part "released base: bf16 fwd+bwd, batch 4" "$PY" scripts/gpu_smoke_parts.py fwd-bwd glide-filtered-base 4
 part "released upsampler: bf16 fwd+bwd, batch 4" "$PY" scripts/gpu_smoke_parts.py fwd-bwd glide-filtered-upsample 4
 part "released forwards: fp32/bf16 x layout, batch 4" "$PY" scripts/gpu_smoke_parts.py forward-grid 4
-part "released cascade 100+27, CFG, batch 4" "$PY" scripts/gpu_smoke_parts.py cascade 4
+part "released forwards: fp32/bf16 x layout, batch 16" "$PY" scripts/gpu_smoke_parts.py forward-grid 16
+part "released base forward: top operators, batch 4" "$PY" scripts/gpu_smoke_parts.py forward-profile 4
+part "released cascade 100+27, CFG, batch 16" "$PY" scripts/gpu_smoke_parts.py cascade 16
 if [ -n "${SMOKE_COMPILE:-}" ]; then
-  part "released cascade, torch.compile" "$PY" scripts/gpu_smoke_parts.py cascade 4 --compile
+  part "released cascade, torch.compile" "$PY" scripts/gpu_smoke_parts.py cascade 16 --compile
 fi
 part "DDP, 1 GPU (NCCL): 200 steps + resume to 250" \
   train_and_resume /tmp/gm-ddp 200 250 --config tutorial-ddpm-gpu

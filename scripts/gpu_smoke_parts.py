@@ -4,9 +4,10 @@ Every part runs inside its own try block: a failure prints its traceback and a `
 and exits 1, so the shell script records it and goes on with the next part. A part that works prints
 `RESULT: <one line>` for the summary table.
 Usage: python scripts/gpu_smoke_parts.py
-    env | fwd-bwd CONFIG BATCH | forward-grid BATCH | cascade BATCH [--compile] | pipelines | text-pipelines
-SMOKE_DEVICE=cpu runs fwd-bwd and text-pipelines on the CPU (to check this script without a GPU, on a
-small config file).
+    env | fwd-bwd CONFIG BATCH | forward-grid BATCH | forward-profile BATCH | cascade BATCH [--compile] | pipelines
+    | text-pipelines
+SMOKE_DEVICE=cpu runs fwd-bwd, the forward parts and text-pipelines on the CPU (with SMOKE_SCALE=tiny for the
+forward parts: to check this script without a GPU).
 """
 from __future__ import annotations
 
@@ -80,36 +81,64 @@ def cascade(batch: str, *flags: str) -> str:
             f"x{r['ratio']['image_s']:.1f}")
 
 
-def forward_grid(batch: str) -> str:
-    """Which of the fast settings pays where: released-size base (CFG batch 2N) and upsampler (batch N) forwards
-    in fp32 / bf16 autocast x contiguous / channels_last (random weights, best of 5 after a warm-up)."""
-    from glide_minimal.bench import best_of, released_configs
+def released_stages(batch: str) -> list:
+    """(model, args, kwargs) of the released-size base (CFG batch 2N) and upsampler (batch N), random weights, at
+    t = 500 on $SMOKE_DEVICE (default cuda); SMOKE_SCALE=tiny gives the stand-ins (to check this script on a CPU)."""
+    from glide_minimal.bench import released_configs
     from glide_minimal.models import build_model, example_inputs
-    from glide_minimal.speed import Settings, prepare
 
     n, device = int(batch), torch.device(os.environ.get("SMOKE_DEVICE", "cuda"))
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    times = {}
+    stages = []
     for cfg, size in zip(released_configs(os.environ.get("SMOKE_SCALE", "full")), (2 * n, n)):
         torch.manual_seed(0)
         model = build_model(cfg).to(device).eval()
         x, t, kwargs = example_inputs(cfg, size, device)
-        x, t = torch.randn_like(x), torch.full_like(t, 500)
         kwargs = {k: torch.randn_like(v) if k == "low_res" else v for k, v in kwargs.items()}
-        for dtype in (None, torch.bfloat16):
-            for channels_last in (False, True):
-                model.to(memory_format=torch.contiguous_format)
-                fn = prepare(model, Settings("grid", dtype, channels_last=channels_last))
-                run = torch.no_grad()(lambda: fn(x, t, **kwargs))
-                run()  # warm-up; best_of waits for the GPU after each timed call
-                sync()
-                key = (cfg.name, "bf16" if dtype else "fp32", "channels_last" if channels_last else "contiguous")
-                times[key] = best_of(run, 5)
-                print(f"{key[0]:<26} batch {size:<3} {key[1]:<5} {key[2]:<14} {times[key] * 1e3:8.1f} ms")
-        del model
-    best = {name: min((v, k[1:]) for k, v in times.items() if k[0] == name) for name in {k[0] for k in times}}
-    return "; ".join(f"{name.split('-')[-1]} fastest {'+'.join(k)} {v * 1e3:.0f} ms"
-                     for name, (v, k) in sorted(best.items()))
+        stages.append((model, (torch.randn_like(x), torch.full_like(t, 500)), kwargs))
+    return stages
+
+
+def forward_grid(batch: str) -> str:
+    """Which of the fast settings pays where: the released-size base and upsampler forwards in fp32 / bf16
+    autocast x contiguous / channels_last, best of 5 after a warm-up, as speed.measure_fast_settings (what
+    `bench released` uses) measures and picks them."""
+    from glide_minimal.speed import fast_settings, measure_fast_settings
+
+    stages = released_stages(batch)
+    picked, times = measure_fast_settings(stages, fast_settings(next(stages[0][0].parameters()).device), 5)
+    print(f"batch {batch} (base: CFG batch {2 * int(batch)}): one forward, ms")
+    print(f"{'candidate':<22}{'base':>10}{'upsampler':>11}")
+    for label, (base_s, up_s) in times.items():
+        print(f"{label:<22}{base_s * 1e3:>10.1f}{up_s * 1e3:>11.1f}")
+    per_stage = [min(times, key=lambda label: times[label][i]) for i in range(2)]
+    return f"base fastest {per_stage[0]}, upsampler fastest {per_stage[1]}; picked {picked.precision} " + (
+        "channels_last" if picked.channels_last else "contiguous")
+
+
+def forward_profile(batch: str) -> str:
+    """Why a setting is slow: the top operators by device time of one released-size base forward (CFG batch 2N)
+    in fp32 contiguous and in bf16 + channels_last (the pair measured at 0.64x on an H100 at batch 4)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from glide_minimal.speed import Settings, prepare
+
+    model, args, kwargs = released_stages(batch)[0]
+    cuda = args[0].device.type == "cuda"
+    totals = {}
+    for settings in (Settings("fp32 contiguous"), Settings("bf16 channels_last", torch.bfloat16, channels_last=True)):
+        model.to(memory_format=torch.contiguous_format)
+        fn = torch.no_grad()(prepare(model, settings))
+        fn(*args, **kwargs)  # warm-up
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        with profile(activities=activities) as prof:
+            fn(*args, **kwargs)
+            if cuda:
+                torch.cuda.synchronize()
+        key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+        print(f"=== {settings.name}, batch {2 * int(batch)}")
+        print(prof.key_averages().table(sort_by=key, row_limit=12, max_name_column_width=48))
+        totals[settings.name] = sum(getattr(e, key) for e in prof.key_averages()) / 1e3
+    return "; ".join(f"{name} {ms:.1f} ms of device time" for name, ms in totals.items())
 
 
 def pipelines() -> str:
@@ -163,8 +192,8 @@ def text_pipelines() -> str:
     return f"cascade {len(prompts)} images {cascade_s:.1f} s; inpaint kept-region change {kept:.1e}"
 
 
-PARTS = {"env": env, "fwd-bwd": fwd_bwd, "forward-grid": forward_grid, "cascade": cascade, "pipelines": pipelines,
-         "text-pipelines": text_pipelines}
+PARTS = {"env": env, "fwd-bwd": fwd_bwd, "forward-grid": forward_grid, "forward-profile": forward_profile,
+         "cascade": cascade, "pipelines": pipelines, "text-pipelines": text_pipelines}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in PARTS:

@@ -3,7 +3,11 @@ run on the tiny stand-ins for the released models with a couple of steps. The ca
 pipelines' own (TextPipeline(upsample=True)): there is no second copy."""
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -85,7 +89,8 @@ def test_bench_released_times_both_settings_on_the_same_models():
     r = bench_released("tiny", batch=1, **FEW_STEPS)
     official, fast = r["rows"]
     assert (official["setting"], official["precision"], official["layout"]) == ("official", "fp32", "contiguous")
-    assert fast["layout"] == "channels_last" and fast["base_steps"] == "ddim2 dpm++2m"
+    fastest = min(r["measured"], key=lambda label: sum(r["measured"][label]))  # what measure_fast_settings picks
+    assert f"{fast['precision']} {fast['layout']}" == fastest and fast["base_steps"] == "ddim2 dpm++2m"
     assert official["base_steps"] == "2 ancestral" and official["upsample_steps"] == "2 ddim"  # the release: DDIM
     assert fast["upsample_steps"] == "ddim2 dpm++2m"
     for key in ("base_forward_s", "upsample_forward_s", "image_s"):
@@ -99,6 +104,74 @@ def test_cli_bench_released_prints_per_forward_and_per_image_times_and_ratio(cap
     out = capsys.readouterr().out
     assert "TINY stand-ins" in out and "batch 1" in out
     assert re.search(r"^official\s+fp32\s+contiguous\s+no\s+2 ancestral\s+2 ddim(\s+[\d.]+){3}$", out, re.MULTILINE)
-    fast_row = r"^fast\s+(bf16|fp32)\s+channels_last\s+no\s+ddim2 dpm\+\+2m\s+ddim2 dpm\+\+2m(\s+[\d.]+){3}$"
+    fast_row = (r"^fast\s+(bf16|fp32)\s+(channels_last|contiguous)\s+no\s+ddim2 dpm\+\+2m\s+ddim2 dpm\+\+2m"
+                r"(\s+[\d.]+){3}$")
     assert re.search(fast_row, out, re.MULTILINE)
     assert re.search(r"^official / fast \(speed-up\)(\s+[\d.]+){3}$", out, re.MULTILINE)
+    assert len(re.findall(r"^  fp32 (contiguous|channels_last) +[\d.]+ \+ [\d.]+", out, re.MULTILINE)) == 2
+    assert out.count("<- fastest, used above") == 1
+
+
+def test_bench_released_without_measuring_uses_fast_settings_as_they_are():
+    r = bench_released("tiny", batch=1, measure=False, **FEW_STEPS)
+    assert r["measured"] == {} and r["rows"][1]["layout"] == "channels_last"
+
+
+def stand_in_stages():
+    """(model, args, kwargs) of the tiny base (a CFG batch of 2) and upsampler (batch 1), for one forward each."""
+    base_cfg, up_cfg, base, up = tiny_models()
+    g = torch.Generator().manual_seed(0)
+    tokens = {"tokens": torch.randint(1, 9, (2, base_cfg.model.text_ctx), generator=g)}
+    tokens["mask"] = torch.ones_like(tokens["tokens"], dtype=torch.bool)
+    s, s_up = base_cfg.model.image_size, up_cfg.model.image_size
+    up_kwargs = {"tokens": tokens["tokens"][:1], "mask": tokens["mask"][:1],
+                 "low_res": torch.randn(1, 3, s, s, generator=g)}
+    return [(base, (torch.randn(2, 3, s, s, generator=g), torch.tensor([10, 10])), tokens),
+            (up, (torch.randn(1, 3, s_up, s_up, generator=g), torch.tensor([10])), up_kwargs)]
+
+
+def test_measure_fast_settings_picks_the_least_total_time_and_keeps_the_rest(monkeypatch):
+    fake = {"fp32 contiguous": [3.0, 1.5], "fp32 channels_last": [1.0, 2.0], "bf16 contiguous": [2.0, 1.5],
+            "bf16 channels_last": [0.5, 4.0]}  # totals 4.5, 3.0, 3.5, 4.5: fp32 channels_last wins
+    current, calls = {}, []
+    real_prepare = speed.prepare
+    def spy_prepare(model, settings):
+        current["label"] = speed.layout_label(settings.dtype, settings.channels_last)
+        return real_prepare(model, settings)
+    def fake_best_of(fn, repeats=1):
+        fn()  # the candidate really runs
+        label = current["label"]
+        calls.append(label)
+        return fake[label][calls.count(label) - 1]
+    monkeypatch.setattr(speed, "prepare", spy_prepare)
+    monkeypatch.setattr(speed, "best_of", fake_best_of)
+    monkeypatch.setattr(speed, "bf16_supported", lambda device: True)
+    stages = stand_in_stages()
+    start = speed.fast_settings(torch.device("cpu"), "7", "3", sampler="ddim")
+    picked, times = speed.measure_fast_settings(stages, start)
+    assert times == fake and sorted(set(calls)) == sorted(fake)
+    assert (picked.dtype, picked.channels_last) == (None, True)
+    assert (picked.name, picked.base_steps, picked.upsample_steps, picked.base_sampler) == ("fast", "7", "3", "ddim")
+    for model, _, _ in stages:  # left as found: applying the settings converts the layout
+        conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        assert conv.weight.is_contiguous()
+
+
+def test_measure_fast_settings_leaves_emulated_bf16_out(monkeypatch):
+    monkeypatch.setattr(speed, "bf16_supported", lambda device: False)
+    picked, times = speed.measure_fast_settings(stand_in_stages(), speed.fast_settings(torch.device("cpu")), 1)
+    assert sorted(times) == ["fp32 channels_last", "fp32 contiguous"] and picked.dtype is None
+    assert all(len(row) == 2 and min(row) > 0 for row in times.values())
+
+
+@pytest.mark.parametrize("part, result", [
+    ("forward-grid", r"base fastest (fp32|bf16) \w+, upsampler fastest .* picked"),
+    ("forward-profile", r"fp32 contiguous [\d.]+ ms .*; bf16 channels_last")])
+def test_gpu_smoke_forward_parts_run_on_the_cpu_stand_ins(part, result):
+    """scripts/gpu_smoke.sh's forward parts, kept from rotting between GPU runs (tiny stand-ins on the CPU)."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "SMOKE_DEVICE": "cpu", "SMOKE_SCALE": "tiny", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(root / "scripts" / "gpu_smoke_parts.py"), part, "1"], cwd=root,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert re.search(rf"^RESULT: {result}", done.stdout, re.MULTILINE), done.stdout[-2000:]

@@ -81,6 +81,8 @@ def test_every_cpu_model_of_the_book_has_a_gpu_config():
     assert "tutorial-text" in diffusion
     missing = [n for n in diffusion if f"{n}-gpu" not in gm.available_configs()]
     assert not missing, f"no GPU-tier config for {missing}"
+    # the default budget's arithmetic (tier.py, scripts/gpu_book.sh) counts 15 models trained on the spot
+    assert len(diffusion) == 15, f"the GPU tier now trains {len(diffusion)} models: update the budget comments"
 
 
 def test_smoke_tier_shrinks_configs_but_keeps_sizes(smoke):
