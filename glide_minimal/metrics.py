@@ -77,9 +77,9 @@ def seam_energy(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     if (masks.ndim != 4 or masks.shape[1] != 1 or masks.shape[0] != images.shape[0]
             or masks.shape[2:] != images.shape[2:]):
         raise ValueError(f"masks must be [N, 1, H, W] matching images {tuple(images.shape)}, got {tuple(masks.shape)}")
-    x, keep = images.float(), masks.float()
-    total = torch.zeros(len(x))
-    count = torch.zeros(len(x))
+    x, keep = images.float(), masks.float().to(images.device)  # a mask from masks.py is made on the CPU
+    total = torch.zeros(len(x), device=x.device)  # on the images' device: the sums below add into it
+    count = torch.zeros(len(x), device=x.device)
     for dim in (2, 3):
         step = x.diff(dim=dim).pow(2).sum(1, keepdim=True)  # [N, 1, ...]: squared step to the next pixel
         straddles = keep.diff(dim=dim).abs()  # 1 where the pair is one kept, one filled

@@ -53,6 +53,17 @@ def mean_flat(x: torch.Tensor) -> torch.Tensor:
     return x.mean(dim=tuple(range(1, x.ndim)))
 
 
+def draw_device(generator: torch.Generator | None, device) -> torch.device:
+    """Where to draw random numbers for `device`: on the generator's own device (a CPU generator cannot draw
+    on a GPU, so its draws are made on the CPU and moved: a seed gives the same numbers on any device)."""
+    return generator.device if generator is not None else torch.device(device)
+
+
+def randn(shape, generator: torch.Generator | None, device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """N(0, I) of `shape` on `device`, drawn from `generator` wherever it lives (draw_device)."""
+    return torch.randn(shape, generator=generator, device=draw_device(generator, device), dtype=dtype).to(device)
+
+
 class GaussianDiffusion:
     """A diffusion chain over `num_timesteps` steps (or a respaced subset of them).
 
@@ -148,7 +159,7 @@ class GaussianDiffusion:
                  generator: torch.Generator | None = None) -> torch.Tensor:
         """Sample x_t ~ q(x_t | x_0) in one step: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps. [N, C, H, W]."""
         if noise is None:
-            noise = torch.randn(x_start.shape, generator=generator, device=x_start.device, dtype=x_start.dtype)
+            noise = randn(x_start.shape, generator, x_start.device, x_start.dtype)
         return (self._extract("sqrt_alphas_cumprod", t, x_start) * x_start
                 + self._extract("sqrt_one_minus_alphas_cumprod", t, x_start) * noise)
 
@@ -312,7 +323,7 @@ class GaussianDiffusion:
         steps = range(self.num_timesteps - 1, -1, -1)
         for i in tqdm(steps, disable=not progress, desc="bits/dim"):
             t = torch.full((n,), i, device=x_start.device, dtype=torch.long)
-            noise = torch.randn(x_start.shape, generator=generator, device=x_start.device, dtype=x_start.dtype)
+            noise = randn(x_start.shape, generator, x_start.device, x_start.dtype)
             x_t = self.q_sample(x_start, t, noise)
             out = self.p_mean_variance(model_fn, x_t, t, clip_denoised=True, model_kwargs=model_kwargs)
             vb.append(self._vb_terms_bpd(out, x_start, x_t, t))
@@ -335,7 +346,7 @@ class GaussianDiffusion:
         n, device = x_start.shape[0], x_start.device
 
         def term(t: torch.Tensor) -> torch.Tensor:
-            noise = torch.randn(x_start.shape, generator=generator, device=device, dtype=x_start.dtype)
+            noise = randn(x_start.shape, generator, device, x_start.dtype)
             x_t = self.q_sample(x_start, t, noise)
             out = self.p_mean_variance(model_fn, x_t, t, clip_denoised=True, model_kwargs=model_kwargs)
             return self._vb_terms_bpd(out, x_start, x_t, t)
@@ -344,7 +355,8 @@ class GaussianDiffusion:
         edges = np.linspace(1, self.num_timesteps, min(num_strata, self.num_timesteps - 1) + 1).round().astype(int)
         kl = torch.zeros(n, device=device, dtype=decoder.dtype)
         for lo, hi in zip(edges[:-1], edges[1:]):
-            t = torch.randint(int(lo), int(hi), (n,), generator=generator, device=device)
+            where = draw_device(generator, device)
+            t = torch.randint(int(lo), int(hi), (n,), generator=generator, device=where).to(device)
             kl += (hi - lo) * term(t)
         prior = self.prior_bpd(x_start)
         return {"total_bpd": decoder + kl + prior, "decoder_bpd": decoder, "kl_bpd": kl, "prior_bpd": prior}

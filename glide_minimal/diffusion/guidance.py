@@ -88,7 +88,8 @@ def inpaint_denoised_fn(image: torch.Tensor, mask: torch.Tensor) -> Callable[[to
     keep = mask > 0.5
 
     def denoised_fn(pred_xstart: torch.Tensor) -> torch.Tensor:
-        return torch.where(keep, image.to(pred_xstart.dtype), pred_xstart)
+        # to the sampler's device: a mask from masks.py is made on the CPU
+        return torch.where(keep.to(pred_xstart.device), image.to(pred_xstart.device, pred_xstart.dtype), pred_xstart)
 
     return denoised_fn
 
@@ -108,7 +109,8 @@ def replacement_model_fn(model_fn: Callable, diffusion, image: torch.Tensor, mas
     keep = mask > 0.5
 
     def replaced(x_t: torch.Tensor, t: torch.Tensor, **kwargs) -> torch.Tensor:
-        known = diffusion.q_sample(image.to(x_t.dtype), t, generator=generator)
-        return model_fn(torch.where(keep, known, x_t), t, **kwargs)
+        # to the sampler's device, like inpaint_denoised_fn's; q_sample draws on the generator's device
+        known = diffusion.q_sample(image.to(x_t.device, x_t.dtype), t, generator=generator)
+        return model_fn(torch.where(keep.to(x_t.device), known, x_t), t, **kwargs)
 
     return replaced

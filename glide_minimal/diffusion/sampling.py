@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .gaussian import GaussianDiffusion
+from .gaussian import GaussianDiffusion, randn
 
 
 @dataclass
@@ -40,7 +40,7 @@ def _loop(step_fn: Callable, diffusion: GaussianDiffusion, shape: tuple, noise: 
         raise ValueError(f"start must be a chain index in 0..{top} (this chain has {top + 1} steps), got {start!r}")
     device = torch.device(device) if device is not None else (
         noise.device if noise is not None else torch.device("cpu"))
-    x = noise if noise is not None else torch.randn(shape, generator=generator, device=device)
+    x = noise if noise is not None else randn(shape, generator, device)
     steps, xs, x0s = [], [], []
     for i in tqdm(range(start, -1, -1), disable=not progress, desc=desc):
         t = torch.full((x.shape[0],), i, device=device, dtype=torch.long)
@@ -73,7 +73,7 @@ def p_sample_loop(diffusion: GaussianDiffusion, model_fn: Callable, shape: tuple
         if cond_fn is not None:
             with torch.enable_grad():
                 mean = diffusion.condition_mean(cond_fn, out, x, t, model_kwargs)
-        z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        z = randn(x.shape, generator, x.device, x.dtype)
         nonzero = (t != 0).to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))  # no noise at the last step
         return mean + nonzero * torch.exp(0.5 * out["log_variance"]) * z, out["pred_xstart"]
 
@@ -107,7 +107,7 @@ def ddim_sample_loop(diffusion: GaussianDiffusion, model_fn: Callable, shape: tu
         abar_prev = diffusion._extract("alphas_cumprod_prev", t, x)
         sigma = eta * torch.sqrt((1 - abar_prev) / (1 - abar)) * torch.sqrt(1 - abar / abar_prev)
         mean = out["pred_xstart"] * torch.sqrt(abar_prev) + torch.sqrt(1 - abar_prev - sigma**2) * eps
-        z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        z = randn(x.shape, generator, x.device, x.dtype)
         nonzero = (t != 0).to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
         return mean + nonzero * sigma * z, out["pred_xstart"]
 
