@@ -12,6 +12,7 @@ import torch
 import glide_minimal as gm
 from glide_minimal import pretrained
 from glide_minimal.checkpoint import CheckpointError
+from glide_minimal.memory import per_gpu_memory
 from glide_minimal.shapesworld import render_caption
 from glide_minimal.tier import SMOKE, Tier, tier
 from glide_minimal.train import Trainer
@@ -83,6 +84,15 @@ def test_every_cpu_model_of_the_book_has_a_gpu_config():
     assert not missing, f"no GPU-tier config for {missing}"
     # the default budget's arithmetic (tier.py, scripts/gpu_book.sh) counts 15 models trained on the spot
     assert len(diffusion) == 15, f"the GPU tier now trains {len(diffusion)} models: update the budget comments"
+
+
+@pytest.mark.parametrize("name", [n for n in gm.available_configs() if n.endswith("-gpu")])
+def test_every_gpu_tier_model_trains_on_one_80_gib_card(name):
+    """The GPU tier runs on one H100-class GPU: each config's training at its batch, plain DDP on one card
+    (weights, gradients, AdamW, EMA and the activations of a forward on the meta device), fits."""
+    cfg = gm.load_config(name)
+    plain = per_gpu_memory(cfg, 1)[0]
+    assert plain.strategy == "DDP" and plain.fits(), f"{name}: {plain.total / 2**30:.1f} GiB on one card"
 
 
 def test_smoke_tier_shrinks_configs_but_keeps_sizes(smoke):
