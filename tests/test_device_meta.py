@@ -6,10 +6,16 @@ follows its inputs' device. Meta tensors have no values, so only code without da
 (no .item()) can be checked this way. Some inputs stay on the CPU on purpose: a mask from masks.py is made
 there, and a user's seeded torch.Generator() is a CPU one.
 
+A chapter's own functions run the same way, compiled from its notebook with DEVICE = meta (chapter_function).
+
 Meta does not check a generator's device; CUDA does (a CPU generator cannot draw on a GPU). The
 strict_generators fixture adds that check to torch.randn and torch.randint.
 """
 from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +24,7 @@ from glide_minimal.diffusion import GaussianDiffusion, ddim_sample_loop, get_nam
 from glide_minimal.diffusion.guidance import inpaint_denoised_fn, replacement_model_fn
 from glide_minimal.metrics import seam_energy
 
+BOOK = Path(__file__).resolve().parents[1] / "book"
 SHAPE = (2, 3, 8, 8)
 FULL = GaussianDiffusion(get_named_beta_schedule("linear", 30))
 CHAIN = GaussianDiffusion(get_named_beta_schedule("linear", 30), use_timesteps=[0, 10, 20, 29])
@@ -35,10 +42,32 @@ def zero_eps(x: torch.Tensor, t: torch.Tensor, **_) -> torch.Tensor:
     return torch.zeros_like(x)
 
 
+def t_eps(x: torch.Tensor, t: torch.Tensor, **_) -> torch.Tensor:
+    """Zero, computed from t too, as a U-Net embeds t with its weights: t must be on x's device."""
+    return torch.zeros_like(x) * t.to(x.dtype).reshape(-1, 1, 1, 1)
+
+
 def cpu_mask() -> torch.Tensor:
     mask = torch.ones(2, 1, 8, 8)
     mask[:, :, 2:5, 3:6] = 0
     return mask
+
+
+def chapter_function(notebook: str, name: str):
+    """The function `name` that a chapter's code cell defines, compiled alone with torch and DEVICE = meta
+    as its globals (the chapter's DEVICE is TIER.device): the chapter's own code, run on another device."""
+    cells = json.loads((BOOK / notebook).read_text(encoding="utf-8"))["cells"]
+    for cell in (c for c in cells if c["cell_type"] == "code"):
+        try:
+            tree = ast.parse("".join(cell["source"]))
+        except SyntaxError:  # a cell with IPython syntax (!pip, %matplotlib) defines none of these
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef) and node.name == name:
+                scope = {"torch": torch, "DEVICE": torch.device("meta")}
+                exec(compile(ast.Module(body=[node], type_ignores=[]), str(BOOK / notebook), "exec"), scope)
+                return scope[name]
+    raise LookupError(f"{notebook} defines no function {name!r}")
 
 
 T = lambda: meta(2, dtype=torch.long)  # noqa: E731
@@ -60,6 +89,10 @@ CASES = {  # name: (the call, the shape of its meta result)
     "replacement_model_fn, CPU image, mask and generator": (
         lambda: replacement_model_fn(lambda x, t: x, FULL, torch.zeros(SHAPE), cpu_mask(), cpu_generator())(
             meta(*SHAPE), T()), SHAPE),
+    # Chapter 1's five-line sampler draws its timesteps and noise on DEVICE (there from a CUDA generator, which
+    # cannot draw on the CPU; meta has no generator, so none here).
+    "chapter 1's ancestral sampler": (
+        lambda: chapter_function("01_ddpm.ipynb", "ancestral")(CHAIN, t_eps, meta(*SHAPE), None), SHAPE),
 }
 
 
