@@ -126,14 +126,17 @@ class Tier:
         if cfg.train.init_from:  # a fine-tuned model starts from its source: that one first
             self.checkpoint(cfg.train.init_from)
         run = pretrained.cache_dir() / ("smoke-runs" if self.smoke else "runs") / name
+        start = time.perf_counter()  # rendering the data happens here, outside the training budget
         trainer = Trainer(cfg, run, device=str(self.device), resume=True, progress=not self.smoke)
+        setup_s = time.perf_counter() - start
         budget = self.minutes * 60 - trainer.wall_time_s
         print(f"{name}: not in the store; training it here"
               + (f", {budget / 60:.1f} minutes at most" if budget > 0 else "")
               + (f", resuming {run} at step {trainer.step}" if trainer.resumed_from else f", into {run}"))
         if budget > 0 and trainer.step < cfg.train.max_steps:
             result = trainer.run(time_budget_s=None if self.smoke else budget)
-            report(trained=name, seconds=result["run_time_s"], steps=trainer.step, stopped=result["stopped"])
+            report(trained=name, seconds=result["run_time_s"], steps=trainer.step, stopped=result["stopped"],
+                   setup_s=round(setup_s, 1), batch=cfg.train.batch_size)
         cpu_name = name.removesuffix("-gpu")
         cpu_companions = pretrained.companions(cpu_name) if cpu_name in pretrained.available() else {}
         companions = {role: self.config_name(other) for role, other in cpu_companions.items()

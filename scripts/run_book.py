@@ -5,9 +5,11 @@ Usage: python scripts/run_book.py [--tier cpu|gpu] [--smoke] [--minutes M] [--ca
 CHAPTER: a notebook path or a chapter number (default: every book/*.ipynb). The committed notebooks are never
 written: each runs from a copy in --out (default a fresh temporary folder), where the executed copy stays.
 
-For each chapter it prints the wall time, the time spent training models on the spot (GPU tier), the peak GPU
-memory and the chapter's claims as the chapter checked them (glide_minimal.tier: Tier.claim and Tier.train
-append to $GLIDE_MINIMAL_REPORT). Exit status 1 if any chapter raised.
+For each chapter it prints the wall time, the time spent training models on the spot (GPU tier) and getting
+their data and models ready before that (setup: rendering ShapesWorld happens there, outside the training
+budget), the peak GPU memory and the chapter's claims as the chapter checked them (glide_minimal.tier:
+Tier.claim and Tier.train append to $GLIDE_MINIMAL_REPORT); then a line per model trained: steps, images/s and
+why it stopped. Exit status 1 if any chapter raised.
 
 --jobs N executes N chapters at a time, each kernel with one thread (smoke runs are mostly Python overhead,
 so two at a time on two cores take about half as long); a model two chapters both need may then be trained
@@ -73,12 +75,21 @@ def run(path: Path, out: Path, timeout: int) -> dict:
 def summary(r: dict) -> str:
     rows = r["report"]
     trained = sum(row["seconds"] for row in rows if "trained" in row)
+    setup = sum(row.get("setup_s", 0.0) for row in rows if "trained" in row)
     peak = max((row.get("peak_gib", 0.0) for row in rows), default=0.0)
     claims = [row for row in rows if "claim" in row]
     held = sum(row["holds"] for row in claims)
     status = f"FAILED: {r['error']}" if r["error"] else "ok"
-    return (f"{r['chapter']:<32}{r['seconds']:>8.0f}{trained:>10.0f}{peak:>10.2f}{f'{held}/{len(claims)}':>9}  "
-            f"{status}")
+    return (f"{r['chapter']:<32}{r['seconds']:>8.0f}{trained:>10.0f}{setup:>9.0f}{peak:>10.2f}"
+            f"{f'{held}/{len(claims)}':>9}  {status}")
+
+
+def training_line(chapter: str, row: dict) -> str:
+    """One model a chapter trained on the spot: steps, images/s, why it stopped, and the data's setup time."""
+    rate = row["steps"] * row.get("batch", 0) / row["seconds"] if row["seconds"] > 0 else float("nan")
+    return (f"  {chapter[:2]} trained {row['trained']}: {row['steps']} steps in {row['seconds']:.0f} s "
+            f"({rate:.0f} images/s; stopped: {row['stopped']}), data and model ready in "
+            f"{row.get('setup_s', float('nan')):.0f} s")
 
 
 def main() -> int:
@@ -113,7 +124,8 @@ def main() -> int:
         else:
             os.environ.pop(key, None)
     print(f"executing in {out} with " + " ".join(f"{k}={v}" for k, v in env.items() if v and k.startswith("GLIDE")))
-    print(f"{'chapter':<32}{'wall s':>8}{'train s':>10}{'peak GiB':>10}{'claims':>9}  status", flush=True)
+    print(f"{'chapter':<32}{'wall s':>8}{'train s':>10}{'setup s':>9}{'peak GiB':>10}{'claims':>9}  status",
+          flush=True)
     if args.jobs > 1:  # one thread per kernel: the chapters' own torch.set_num_threads is capped by this
         os.environ["GLIDE_MINIMAL_THREADS"] = "1"
     results = []
@@ -122,6 +134,10 @@ def main() -> int:
         for future in futures:
             results.append(future.result())
             print(summary(results[-1]), flush=True)
+    for r in results:
+        for row in r["report"]:
+            if "trained" in row:
+                print(training_line(r["chapter"], row))
     for r in results:
         for row in r["report"]:
             if "claim" in row:

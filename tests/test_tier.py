@@ -4,6 +4,7 @@ of another recipe; and the evaluators reading the GPU tier's larger images."""
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -210,7 +211,8 @@ def test_run_book_executes_a_scratch_copy_and_reports_claims(tmp_path):
 
     good, bad = tmp_path / "good.ipynb", tmp_path / "bad.ipynb"
     write_notebook(good, "import glide_minimal as gm\nTIER = gm.tier()\nprint(TIER)",
-                   "TIER.claim(False, 'guidance helps')\nTIER.claim(True, 'loss falls')")
+                   "TIER.claim(False, 'guidance helps')\nTIER.claim(True, 'loss falls')",
+                   "TIER.checkpoint('tutorial-ddpm')")  # not in the fresh cache: trained on the spot
     write_notebook(bad, "raise ValueError('broken chapter')")
     before = good.read_bytes()
     script = Path(__file__).resolve().parents[1] / "scripts" / "run_book.py"
@@ -221,6 +223,9 @@ def test_run_book_executes_a_scratch_copy_and_reports_claims(tmp_path):
     assert "DOES NOT HOLD: guidance helps" in run.stdout and "holds: loss falls" in run.stdout
     assert "FAILED: ValueError: broken chapter" in run.stdout
     assert "1/2 chapters ran top to bottom" in run.stdout
+    steps = SMOKE["train.max_steps"]
+    assert re.search(rf"^  go trained tutorial-ddpm-gpu: {steps} steps in \d+ s \(\d+ images/s; stopped: \w+\), "
+                     r"data and model ready in \d+ s$", run.stdout, re.MULTILINE), run.stdout
     assert good.read_bytes() == before and (tmp_path / "out" / "good.ipynb").exists()
 
 
