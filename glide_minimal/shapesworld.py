@@ -63,19 +63,25 @@ def grid_center(position: str, size: str) -> tuple[float, float]:
     return 0.5 + (col - 1) * reach, 0.5 + (row - 1) * reach
 
 
-def _mask(shape: str, center: tuple[float, float], side: float, n: int) -> torch.Tensor:
-    """A [n, n] boolean mask of a shape whose bounding box has the given side (fraction of the canvas)."""
+def _mask(shape: str, center: tuple[float, float], side: float, n: int) -> tuple[torch.Tensor, tuple[slice, slice]]:
+    """A shape whose bounding box has the given side (fraction of the canvas), on an n x n canvas: its boolean
+    mask over the pixels of that box, and the box as (rows, columns) slices of the canvas.
+
+    Every shape lies inside its box (|dx|, |dy| <= 1 below), so only the box's pixels are computed: the same
+    arithmetic on the same coordinates as over the whole canvas, at a fraction of the cost."""
     coords = (torch.arange(n, dtype=torch.float64) + 0.5) / n
-    y, x = torch.meshgrid(coords, coords, indexing="ij")
-    dx, dy = (x - center[0]) / (side / 2), (y - center[1]) / (side / 2)  # [-1, 1] inside the bounding box
+    dx_line, dy_line = (coords - center[0]) / (side / 2), (coords - center[1]) / (side / 2)  # [-1, 1] in the box
+    cols, rows = torch.nonzero(dx_line.abs() <= 1).flatten(), torch.nonzero(dy_line.abs() <= 1).flatten()
+    box = (slice(rows[0].item(), rows[-1].item() + 1), slice(cols[0].item(), cols[-1].item() + 1))
+    dy, dx = torch.meshgrid(dy_line[box[0]], dx_line[box[1]], indexing="ij")
     if shape == "circle":
-        return dx**2 + dy**2 <= 1
+        return dx**2 + dy**2 <= 1, box
     if shape == "square":
-        return (dx.abs() <= 0.85) & (dy.abs() <= 0.85)
+        return (dx.abs() <= 0.85) & (dy.abs() <= 0.85), box
     if shape == "triangle":  # apex up, base at the bottom of the box
-        return (dy <= 1) & (dy >= -1) & (dx.abs() <= (dy + 1) / 2)
+        return (dy <= 1) & (dy >= -1) & (dx.abs() <= (dy + 1) / 2), box
     if shape == "cross":
-        return ((dx.abs() <= 1) & (dy.abs() <= 0.3)) | ((dy.abs() <= 1) & (dx.abs() <= 0.3))
+        return ((dx.abs() <= 1) & (dy.abs() <= 0.3)) | ((dy.abs() <= 1) & (dx.abs() <= 0.3)), box
     raise ValueError(f"unknown shape {shape!r}; choose one of: {', '.join(SHAPES)}")
 
 
@@ -83,9 +89,10 @@ def render(objects: list[ShapeObject], image_size: int = 64) -> torch.Tensor:
     """[3, image_size, image_size] in [0, 1]: the objects on a black canvas (area-averaged from 256 px)."""
     check_size(image_size)
     canvas = torch.zeros(3, RENDER_SIZE, RENDER_SIZE, dtype=torch.float64)
-    for obj in objects:
-        m = _mask(obj.shape, obj.center, SIZES[obj.size], RENDER_SIZE)
-        canvas[:, m] = torch.tensor(COLORS[obj.color], dtype=torch.float64)[:, None] / 255
+    for obj in objects:  # later objects are drawn over earlier ones
+        m, (rows, cols) = _mask(obj.shape, obj.center, SIZES[obj.size], RENDER_SIZE)
+        color = torch.tensor(COLORS[obj.color], dtype=torch.float64)[:, None, None] / 255
+        canvas[:, rows, cols] = torch.where(m, color, canvas[:, rows, cols])
     if image_size != RENDER_SIZE:
         canvas = F.avg_pool2d(canvas[None], RENDER_SIZE // image_size)[0]
     return canvas.float()

@@ -51,8 +51,11 @@ def test_two_objects_never_overlap_and_sampling_is_seeded():
     assert torch.equal(imgs, again) and caps == caps2
     for objects in scenes:
         if len(objects) == 2:
-            masks = [sw._mask(o.shape, o.center, sw.SIZES[o.size], 256) for o in objects]
-            assert not (masks[0] & masks[1]).any()
+            masks = [torch.zeros(256, 256, dtype=torch.bool) for _ in objects]
+            for mask, o in zip(masks, objects):
+                inside, (rows, cols) = sw._mask(o.shape, o.center, sw.SIZES[o.size], 256)  # its bounding box
+                mask[rows, cols] = inside
+            assert masks[0].any() and masks[1].any() and not (masks[0] & masks[1]).any()
     assert any(len(s) == 2 for s in scenes)
 
 
@@ -111,3 +114,32 @@ def test_old_names_still_come_from_shapesworld():
     # the renderer's colors and sizes are the vocabulary's words, in its order (scenes draw by index)
     assert tuple(sw.COLORS) == vocabulary.COLOR_NAMES and tuple(sw.SIZES) == vocabulary.SIZE_NAMES
     assert sw.RENDER_SIZE == masks.DRAW_SIZE  # a mask lines up with a render at every resolution
+
+
+def whole_canvas_render(objects: list[sw.ShapeObject], image_size: int) -> torch.Tensor:
+    """The definition render() computes faster (only each object's bounding box): every shape's inequality
+    over the whole 256 px canvas, later objects over earlier ones, area-averaged."""
+    n = sw.RENDER_SIZE
+    coords = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    y, x = torch.meshgrid(coords, coords, indexing="ij")
+    canvas = torch.zeros(3, n, n, dtype=torch.float64)
+    for o in objects:
+        half = sw.SIZES[o.size] / 2
+        dx, dy = (x - o.center[0]) / half, (y - o.center[1]) / half
+        inside = {"circle": dx**2 + dy**2 <= 1, "square": (dx.abs() <= 0.85) & (dy.abs() <= 0.85),
+                  "triangle": (dy <= 1) & (dy >= -1) & (dx.abs() <= (dy + 1) / 2),
+                  "cross": ((dx.abs() <= 1) & (dy.abs() <= 0.3)) | ((dy.abs() <= 1) & (dx.abs() <= 0.3))}[o.shape]
+        canvas[:, inside] = torch.tensor(sw.COLORS[o.color], dtype=torch.float64)[:, None] / 255
+    return F.avg_pool2d(canvas[None], n // image_size)[0].float()
+
+
+@pytest.mark.parametrize("image_size", [16, 32, 128])
+def test_render_draws_exactly_the_whole_canvas_definition(image_size):
+    g = torch.Generator().manual_seed(0)
+    world = sw.ShapesWorld(image_size, 2, (), min_gap=0.0)  # objects a hair apart: boxes that nearly touch
+    scenes = [world.scene(g) for _ in range(60)]
+    scenes += [[sw.ShapeObject(s, c, z, p, sw.grid_center(p, z))] for s, c, z, p in sw.all_combinations()[::7]]
+    scenes.append([sw.ShapeObject("circle", "red", "large", "center", (0.5, 0.5)),  # overlapping: draw order
+                   sw.ShapeObject("cross", "blue", "small", "center", (0.5, 0.5))])
+    for objects in scenes:
+        assert torch.equal(sw.render(objects, image_size), whole_canvas_render(objects, image_size)), objects
