@@ -53,7 +53,7 @@ def denoising_strip(trajectory, num_frames: int = 8, sample_index: int = 0, show
     for j, i in enumerate(picks):
         for r, (series, label) in enumerate([(trajectory.x_t, "x_t"), (trajectory.pred_xstart, "pred x_0")][:rows]):
             img = ((series[i, sample_index] + 1) / 2).clamp(0, 1)
-            axes[r, j].imshow(img.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1)
+            axes[r, j].imshow(img.permute(1, 2, 0).squeeze(-1).cpu().numpy(), cmap="gray", vmin=0, vmax=1)
             axes[r, j].set_xticks([])
             axes[r, j].set_yticks([])
             if j == 0:
@@ -138,7 +138,7 @@ def timestep_scrubber(trajectory, sample_index: int = 0, num_frames: int = 25) -
         fig, axes = plt.subplots(1, 2, figsize=(3.2, 1.8))
         for ax, series, label in zip(axes, (trajectory.x_t, trajectory.pred_xstart), ("x_t", "pred x_0")):
             img = ((series[step, sample_index] + 1) / 2).clamp(0, 1).permute(1, 2, 0).squeeze(-1)
-            ax.imshow(img.numpy(), cmap="gray", vmin=0, vmax=1)
+            ax.imshow(img.cpu().numpy(), cmap="gray", vmin=0, vmax=1)
             ax.set_title(f"{label}, t={trajectory.timesteps[step]}", fontsize=8)
             ax.set_axis_off()
         return fig
