@@ -134,19 +134,17 @@ def measure_fast_settings(stages: list[tuple[torch.nn.Module, tuple, dict]], set
     """
     device = next(stages[0][0].parameters()).device
     dtypes = [None, torch.bfloat16] if bf16_supported(device) else [None]
+    candidates = {layout_label(d, c): (d, c) for d in dtypes for c in (False, True)}
     times: dict[str, list[float]] = {}
-    for dtype in dtypes:
-        for channels_last in (False, True):
-            trial = replace(settings, dtype=dtype, channels_last=channels_last, compile=False)
-            row = []
-            for model, args, kwargs in stages:
-                model.to(memory_format=torch.contiguous_format)
-                fn = prepare(model, trial)
-                fn(*args, **kwargs)  # warm-up: kernels are chosen and caches filled on the first call
-                row.append(best_of(lambda: fn(*args, **kwargs), repeats))  # noqa: B023 (called right here)
-            times[layout_label(dtype, channels_last)] = row
+    for label, (dtype, channels_last) in candidates.items():
+        trial = replace(settings, dtype=dtype, channels_last=channels_last, compile=False)
+        times[label] = []
+        for model, args, kwargs in stages:
+            model.to(memory_format=torch.contiguous_format)
+            fn = prepare(model, trial)
+            fn(*args, **kwargs)  # warm-up: kernels are chosen and caches filled on the first call
+            times[label].append(best_of(lambda: fn(*args, **kwargs), repeats))  # noqa: B023 (called right here)
     for model, _, _ in stages:
         model.to(memory_format=torch.contiguous_format)
-    best = min(times, key=lambda label: sum(times[label]))
-    dtype, channels_last = next((d, c) for d in dtypes for c in (False, True) if layout_label(d, c) == best)
+    dtype, channels_last = candidates[min(times, key=lambda label: sum(times[label]))]
     return replace(settings, dtype=dtype, channels_last=channels_last), times
