@@ -115,6 +115,11 @@ def forward_grid(batch: str) -> str:
         "channels_last" if picked.channels_last else "contiguous")
 
 
+# The per-operator times forward_profile sorts and sums by (attributes of torch's FunctionEventAvg; CUDA's is
+# self_device_time_total, not the deprecated self_cuda_time_total, which the averaged events lack)
+PROFILE_KEYS = {"cuda": "self_device_time_total", "cpu": "self_cpu_time_total"}
+
+
 def forward_profile(batch: str) -> str:
     """Why a setting is slow: the top operators by device time of one released-size base forward (CFG batch 2N)
     in fp32 contiguous and in bf16 + channels_last (the pair measured at 0.64x on an H100 at batch 4)."""
@@ -134,7 +139,7 @@ def forward_profile(batch: str) -> str:
             fn(*args, **kwargs)
             if cuda:
                 torch.cuda.synchronize()
-        key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+        key = PROFILE_KEYS["cuda" if cuda else "cpu"]
         print(f"=== {settings.name}, batch {2 * int(batch)}")
         print(prof.key_averages().table(sort_by=key, row_limit=12, max_name_column_width=48))
         totals[settings.name] = sum(getattr(e, key) for e in prof.key_averages()) / 1e3

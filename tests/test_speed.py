@@ -175,3 +175,16 @@ def test_gpu_smoke_forward_parts_run_on_the_cpu_stand_ins(part, result):
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert re.search(rf"^RESULT: {result}", done.stdout, re.MULTILINE), done.stdout[-2000:]
+
+
+def test_gpu_smoke_profile_keys_exist_on_torchs_averaged_events():
+    """forward_profile's CUDA branch cannot run here; the attribute it reads must exist all the same."""
+    import importlib.util
+
+    from torch.autograd.profiler_util import FunctionEventAvg
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "gpu_smoke_parts.py"
+    spec = importlib.util.spec_from_file_location("gpu_smoke_parts", path)
+    parts = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(parts)  # defines the parts; runs none (they run under __main__)
+    assert all(hasattr(FunctionEventAvg(), key) for key in parts.PROFILE_KEYS.values()), parts.PROFILE_KEYS
